@@ -1,0 +1,58 @@
+# The course's commands. Run `make book` to build the rendered book, `make test` for
+# everything CI checks. Both create .venv (Python 3.11) on first use and reuse it later.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-installed
+export INITLAB_PROGRESS ?= 0
+export MPLBACKEND := Agg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup exercises book test lab grade clean
+
+help:
+	@echo "make book   build the rendered book into _build/html (executes every notebook)"
+	@echo "make test   unit tests, exercises, every notebook (nbval), the book build and the site checks"
+	@echo "make lab    JupyterLab in the course's environment"
+	@echo "make grade  CHAPTER=03_xavier SUBMISSIONS='dir/*.ipynb' [JOBS=2] -> grades.csv"
+
+$(PY):
+	@if [ -z "$(PYTHON)" ]; then echo "error: no python3.11 or python3 on PATH; install Python 3.11" >&2; exit 1; fi
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+	  { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the course needs 3.11 (make PYTHON=/path/to/python3.11)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "error: could not create $(VENV) with $(PYTHON)" >&2; exit 1; }
+
+$(STAMP): requirements.txt pyproject.toml | $(PY)
+	@echo "Installing the pinned requirements into $(VENV) ..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt || \
+	  { echo "error: 'pip install -r requirements.txt' failed (see pip's message above)" >&2; exit 1; }
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . || \
+	  { echo "error: 'pip install -e .' (the initlab library) failed" >&2; exit 1; }
+	@touch $@
+
+setup: $(STAMP)
+
+exercises: setup
+	@$(PY) -m initlab.grading build
+
+book: exercises
+	@$(PY) scripts/build_book.py
+
+test: exercises
+	@start=$$(date +%s); \
+	$(PY) -m pytest; status=$$?; \
+	echo "make test wall time: $$(( $$(date +%s) - start )) s"; exit $$status
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+grade: setup
+	@if [ -z "$(CHAPTER)" ] || [ -z "$(SUBMISSIONS)" ]; then \
+	  echo "usage: make grade CHAPTER=03_xavier SUBMISSIONS='submissions/*.ipynb' [JOBS=2] [OUT=grades.csv]" >&2; exit 2; fi
+	$(PY) -m initlab.grading grade $(CHAPTER) $(SUBMISSIONS) --jobs $(or $(JOBS),2) --out $(or $(OUT),grades.csv)
+
+clean:
+	rm -rf _build exercises/_autograder

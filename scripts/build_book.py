@@ -1,0 +1,65 @@
+"""Build the book with every notebook executed and warnings as errors.
+
+Used by `make book` and by tests/book. The notebook cache (jupyter-cache) is keyed on a
+notebook's code only, so it is cleared whenever the library (src/initlab) or the
+requirements change: a stale cache must never hide a broken notebook.
+
+Exit status is non-zero when the build fails; a failed notebook is named with its cell.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+CACHE = BUILD / ".jupyter_cache"
+STAMP = BUILD / ".initlab-hash"
+
+
+def source_hash() -> str:
+    digest = hashlib.sha256()
+    files = sorted((ROOT / "src" / "initlab").rglob("*.py")) + [ROOT / "requirements.txt"]
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def main() -> int:
+    start = time.perf_counter()
+    current = source_hash()
+    if STAMP.exists() and STAMP.read_text().strip() != current or not STAMP.exists():
+        if CACHE.exists():
+            print(f"src/initlab changed since the last build: clearing {CACHE.relative_to(ROOT)}")
+        shutil.rmtree(CACHE, ignore_errors=True)
+    env = {**os.environ, "INITLAB_PROGRESS": "0", "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    index = BUILD / "html" / "index.html"
+    if proc.returncode != 0 or not index.exists():
+        print("\nerror: the book build failed; what Sphinx reported:", file=sys.stderr)
+        for line in re.findall(r"^.*(?:WARNING|ERROR|Error|Exception).*$", log, flags=re.M)[:40]:
+            print(f"  {line}", file=sys.stderr)
+        if "reports" in log:
+            print("  execution tracebacks: _build/html/reports/", file=sys.stderr)
+        print(f"make book failed after {seconds:.0f} s", file=sys.stderr)
+        return proc.returncode or 1
+    BUILD.mkdir(exist_ok=True)
+    STAMP.write_text(current + "\n")
+    print(f"\nBook built: {index}")
+    print(f"make book wall time: {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
