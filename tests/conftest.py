@@ -10,7 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("INITLAB_PROGRESS", "0")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 _STAGES = ("tests/unit", "tests/grading", "chapters", "exercises", "tests/book", "tests/site")
 _notebook_seconds: dict[str, float] = defaultdict(float)
@@ -37,7 +36,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
     tr.section("notebook durations (nbval, all cells)")
     for path, seconds in sorted(_notebook_seconds.items(), key=lambda kv: -kv[1]):
         tr.write_line(f"{seconds:7.1f} s  {path}")
-    tr.write_line(f"{sum(_notebook_seconds.values()):7.1f} s  total over {len(_notebook_seconds)} notebooks")
+    tr.write_line(
+        f"{sum(_notebook_seconds.values()):7.1f} s  total over {len(_notebook_seconds)} notebooks"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +46,12 @@ def built_book() -> Path:
     """Build the book once per session (warnings as errors) and return _build/html."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_book.py")],
-        cwd=ROOT, text=True, capture_output=True,
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
     )
     if proc.returncode != 0:
-        pytest.fail(f"the book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"the book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}", pytrace=False
+        )
     return ROOT / "_build" / "html"

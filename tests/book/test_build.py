@@ -25,7 +25,11 @@ def test_math_is_served_locally(built_book: Path) -> None:
     assert srcs, "no MathJax script on a page with math"
     assert all(not s.startswith(("http:", "https:", "//")) for s in srcs), srcs
     assert (built_book / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 100_000
-    fonts = list((built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    fonts = list(
+        (built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob(
+            "*.woff"
+        )
+    )
     assert len(fonts) > 10
 
 

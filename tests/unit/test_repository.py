@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def tracked(pattern: str) -> list[Path]:
     out = subprocess.run(["git", "ls-files", pattern], cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:  # not a git checkout (e.g. an sdist): fall back to the tree
-        return [p for p in ROOT.rglob(pattern) if ".venv" not in p.parts and "_build" not in p.parts]
+        return [
+            p for p in ROOT.rglob(pattern) if ".venv" not in p.parts and "_build" not in p.parts
+        ]
     return [ROOT / line for line in out.stdout.split()]
 
 
@@ -41,7 +43,8 @@ NOTEBOOKS = tracked("*.ipynb")
 def test_notebook_stored_without_outputs(path: Path) -> None:
     nb = json.loads(path.read_text())
     dirty = [
-        i for i, c in enumerate(nb["cells"])
+        i
+        for i, c in enumerate(nb["cells"])
         if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
     ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; clear them"
@@ -57,14 +60,17 @@ def test_every_chapter_notebook_is_in_the_toc() -> None:
 
 
 def test_every_toc_entry_exists() -> None:
-    absent = [f for f in toc_files() if not any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb"))]
+    absent = [
+        f
+        for f in toc_files()
+        if not any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb"))
+    ]
     assert not absent, f"_toc.yml lists files that do not exist: {absent}"
 
 
 def test_requirements_are_exact_pins() -> None:
     lines = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
     ]
     reqs = [line for line in lines if line]
     loose = [r for r in reqs if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+]+", r)]
