@@ -94,7 +94,7 @@ def spirals(
 ) -> Dataset:
     r"""Interleaved 2-D spirals, one arm per class (the classic non-linearly separable toy).
 
-    Point :math:`i` of arm :math:`k` sits at radius :math:`r = i / m` and angle
+    Point :math:`i = 1..m` of arm :math:`k` sits at radius :math:`r = i / m` and angle
     :math:`\theta = 4 (k + r) + \varepsilon`, :math:`\varepsilon \sim \mathcal{N}(0,
     \text{noise}^2)`; arms get ``n // classes`` points (the first ``n % classes`` arms one more).
 
@@ -117,7 +117,7 @@ def spirals(
     xs, ys = [], []
     for k in range(classes):
         m = n // classes + (k < n % classes)
-        r = np.linspace(0.0, 1.0, m)
+        r = np.arange(1, m + 1) / m  # r > 0: no point shared by all arms at the origin
         theta = 4.0 * (k + r) + noise * rng.standard_normal(m)
         xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
         ys.append(np.full(m, k))

@@ -1,0 +1,144 @@
+"""Tests for initlab.models: names, shapes, activations, errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from initlab.models import (
+    ACTIVATIONS,
+    MLP,
+    ScaledSigmoid,
+    activation,
+    mlp,
+    rnn_classifier,
+    rnn_regressor,
+)
+from initlab.residual import Residual
+
+NAMES = ["linear", "tanh", "sigmoid", "relu", "leaky_relu", "gelu", "selu", "scaled_sigmoid"]
+
+
+def test_activation_names_match_contract():
+    assert sorted(ACTIVATIONS) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_module_matches_function(name):
+    x = torch.linspace(-4, 4, 101)
+    module = activation(name)
+    assert isinstance(module, nn.Module)
+    torch.testing.assert_close(module(x), ACTIVATIONS[name](x))
+
+
+def test_activation_specifics():
+    assert isinstance(activation("linear"), nn.Identity)
+    assert isinstance(activation("scaled_sigmoid"), ScaledSigmoid)
+    assert activation("leaky_relu", negative_slope=0.1).negative_slope == 0.1
+    x = torch.linspace(-3, 3, 61)
+    torch.testing.assert_close(ACTIVATIONS["scaled_sigmoid"](x), 4 * torch.sigmoid(x) - 2)
+    # zero at 0, slope 1 at 0
+    x0 = torch.zeros(1, requires_grad=True)
+    ACTIVATIONS["scaled_sigmoid"](x0).backward()
+    assert x0.grad.item() == pytest.approx(1.0)
+
+
+def test_activation_errors():
+    with pytest.raises(ValueError, match="activation.*relu.*'swish'"):
+        activation("swish")
+    with pytest.raises(TypeError, match="relu"):
+        activation("relu", negative_slope=0.1)
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+def test_mlp_plain_names_and_shapes(norm):
+    net = mlp(5, 7, 3, 2, activation="tanh", norm=norm)
+    assert isinstance(net, MLP) and isinstance(net, nn.Sequential)
+    assert net.activation_name == "tanh"
+    expected = []
+    for i in (1, 2, 3):
+        expected += [f"linear{i}"] + ([f"norm{i}"] if norm else []) + [f"act{i}"]
+    expected.append("head")
+    assert [n for n, _ in net.named_children()] == expected
+    assert (net.linear1.in_features, net.linear1.out_features) == (5, 7)
+    assert (net.linear3.in_features, net.linear3.out_features) == (7, 7)
+    assert (net.head.in_features, net.head.out_features) == (7, 2)
+    assert isinstance(net.act2, nn.Tanh)
+    if norm == "batch":
+        assert isinstance(net.norm1, nn.BatchNorm1d)
+    if norm == "layer":
+        assert isinstance(net.norm1, nn.LayerNorm)
+    assert net(torch.randn(4, 5)).shape == (4, 2)
+
+
+@pytest.mark.parametrize("norm", [None, "layer"])
+def test_mlp_residual_structure(norm):
+    net = mlp(5, 6, 2, 3, activation="relu", residual=True, norm=norm)
+    assert [n for n, _ in net.named_children()] == ["stem", "block1", "block2", "head"]
+    assert isinstance(net.block1, Residual)
+    branch_names = [n for n, _ in net.block1.branch.named_children()]
+    expected = ["linear1"] + (["norm1"] if norm else []) + ["act", "linear2"]
+    expected += ["norm2"] if norm else []
+    assert branch_names == expected
+    x = torch.randn(3, 5)
+    assert net(x).shape == (3, 3)
+    # the block is x + F(x), with no activation after the sum
+    h = torch.randn(3, 6)
+    torch.testing.assert_close(net.block2(h), h + net.block2.branch(h))
+
+
+def test_mlp_bias_and_default_init():
+    net = mlp(10, 20, 1, 3, bias=False)
+    assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Linear))
+    # default PyTorch init kept: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert net.linear1.weight.abs().max() <= 1 / 10**0.5
+
+
+def test_mlp_activation_kwargs():
+    net = mlp(3, 4, 2, 1, activation="leaky_relu", activation_kwargs={"negative_slope": 0.2})
+    assert net.act1.negative_slope == 0.2 and net.act2 is not net.act1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"in_features": 0}, "in_features"),
+        ({"width": -1}, "width"),
+        ({"depth": 0}, "depth"),
+        ({"out_features": 2.5}, "out_features"),
+        ({"activation": "softplus2"}, "activation"),
+        ({"norm": "group"}, "norm"),
+    ],
+)
+def test_mlp_errors(kwargs, match):
+    args = {"in_features": 3, "width": 4, "depth": 2, "out_features": 1} | kwargs
+    with pytest.raises(ValueError, match=match):
+        mlp(**args)
+
+
+@pytest.mark.parametrize("cell, cls", [("rnn", nn.RNN), ("lstm", nn.LSTM), ("gru", nn.GRU)])
+def test_rnn_models(cell, cls):
+    clf = rnn_classifier(2, 8, 3, cell=cell, num_layers=2)
+    assert isinstance(clf.rnn, cls) and clf.rnn.batch_first and clf.rnn.num_layers == 2
+    assert isinstance(clf.head, nn.Linear)
+    x = torch.randn(4, 9, 2)
+    assert clf(x).shape == (4, 3)
+    # read-out is the head applied to the last time step
+    out, _ = clf.rnn(x)
+    torch.testing.assert_close(clf(x), clf.head(out[:, -1]))
+    reg = rnn_regressor(2, 8, cell=cell)
+    assert reg(x).shape == (4,)
+    assert rnn_regressor(2, 8, 2, cell=cell)(x).shape == (4, 2)
+
+
+def test_rnn_relu_and_errors():
+    assert rnn_classifier(2, 4, 2, nonlinearity="relu").rnn.nonlinearity == "relu"
+    with pytest.raises(ValueError, match="cell"):
+        rnn_classifier(2, 4, 2, cell="transformer")
+    with pytest.raises(ValueError, match="nonlinearity"):
+        rnn_classifier(2, 4, 2, nonlinearity="gelu")
+    with pytest.raises(ValueError, match="nonlinearity"):
+        rnn_regressor(2, 4, cell="lstm", nonlinearity="relu")
+    with pytest.raises(ValueError, match="hidden"):
+        rnn_regressor(2, 0)
+    with pytest.raises(ValueError, match="batch, time, features"):
+        rnn_regressor(2, 4)(torch.zeros(3, 2))
