@@ -1,0 +1,152 @@
+"""``init_model_``: one named scheme for every Linear/Conv layer of a model.
+
+Private helper of :mod:`initlab.init`; import :func:`init_model_` from there.
+"""
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class LayerInit(NamedTuple):
+    """One row of :func:`init_model_`'s summary; ``std`` is the scheme's target std."""
+
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    std: float
+
+
+class InitSummary(list):
+    """A list of :class:`LayerInit` rows that prints as a table."""
+
+    def __str__(self) -> str:
+        head = f"{'layer':<24} {'shape':<20} {'fan_in':>7} {'fan_out':>7} {'std':>10}"
+        rows = [
+            f"{r.name:<24} {str(list(r.shape)):<20} {r.fan_in:>7} {r.fan_out:>7} {r.std:>10.4g}"
+            for r in self
+        ]
+        return "\n".join([head, "-" * len(head), *rows])
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:  # noqa: ANN001 (IPython hook)
+        p.text(str(self))
+
+
+# scheme -> (mode, distribution, uses the nonlinearity's gain)
+SCHEMES = {
+    "kaiming_normal": ("fan_in", "normal", True),
+    "kaiming_uniform": ("fan_in", "uniform", True),
+    "kaiming_truncated_normal": ("fan_in", "truncated_normal", True),
+    "xavier_normal": ("fan_avg", "normal", True),
+    "xavier_uniform": ("fan_avg", "uniform", True),
+    "lecun_normal": ("fan_in", "normal", False),
+    "lecun_uniform": ("fan_in", "uniform", False),
+    "orthogonal": (None, None, True),
+}
+
+
+def _gain(nonlinearity: str | Callable | None) -> float:
+    from initlab.init import calculate_gain, gain_for
+
+    if nonlinearity is None:
+        return 1.0
+    if isinstance(nonlinearity, str):
+        return float(calculate_gain(nonlinearity))
+    if callable(nonlinearity):
+        return gain_for(nonlinearity)
+    raise TypeError(
+        f"nonlinearity must be a calculate_gain name, a callable or None, got {nonlinearity!r}"
+    )
+
+
+def init_model_(
+    model: nn.Module,
+    scheme: str = "kaiming_normal",
+    nonlinearity: str | Callable | None = "relu",
+    bias: float | None = 0.0,
+    generator: torch.Generator | None = None,
+) -> InitSummary:
+    r"""Initialise every ``Linear``/``Conv*``/``ConvTranspose*`` weight of ``model`` in place.
+
+    Each weight gets :math:`\operatorname{Var}[w] = \text{gain}^2 / \text{fan}` through
+    :func:`~initlab.init.variance_scaling_`, with the layer's true fans (:func:`~initlab.init.fans`:
+    grouped, depthwise and transposed convolutions included). Schemes:
+
+    ========================== ============ ============================================
+    scheme                     fan          distribution
+    ========================== ============ ============================================
+    ``kaiming_normal``         fan_in       normal (He et al. 2015)
+    ``kaiming_uniform``        fan_in       uniform
+    ``kaiming_truncated_normal`` fan_in     normal cut at 2 std, variance kept
+    ``xavier_normal``          fan_avg      normal (Glorot & Bengio 2010)
+    ``xavier_uniform``         fan_avg      uniform
+    ``lecun_normal``           fan_in       normal, gain 1 (LeCun et al. 1998)
+    ``lecun_uniform``          fan_in       uniform, gain 1
+    ``orthogonal``             --           orthogonal times gain (Saxe et al. 2014)
+    ========================== ============ ============================================
+
+    Args:
+        model: the module to initialise (its own weight counts if it is a layer itself)
+        scheme: one of the names above
+        nonlinearity: a :func:`~initlab.init.calculate_gain` name, a callable (its gain is
+            :func:`~initlab.init.gain_for`) or ``None`` (gain 1); ignored by ``lecun_*``
+        bias: the value every bias is set to, or ``None`` to leave biases alone
+        generator: the torch Generator to sample from (default: None)
+
+    Returns:
+        An :class:`InitSummary` (prints as a table): name, shape, fan_in, fan_out, target std.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> print(init_model_(net, "kaiming_normal", "relu"))  # doctest: +NORMALIZE_WHITESPACE
+        layer                    shape                 fan_in fan_out        std
+        ------------------------------------------------------------------------
+        0                        [8, 4]                     4       8     0.7071
+        2                        [2, 8]                     8       2        0.5
+    """
+    from initlab.init import constant_, fans, orthogonal_, variance_scaling_
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+    if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
+        raise TypeError(f"bias must be a real number or None, got {bias!r}")
+    mode, distribution, uses_gain = SCHEMES[scheme]
+    gain = _gain(nonlinearity) if uses_gain else 1.0
+    if not (math.isfinite(gain) and gain > 0):
+        raise ValueError(f"the gain of nonlinearity={nonlinearity!r} must be > 0, got {gain!r}")
+    layers = [
+        (name or type(m).__name__, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+    ]
+    if not layers:
+        raise ValueError(
+            f"model ({type(model).__name__}) has no nn.Linear, nn.Conv* or nn.ConvTranspose* "
+            "layer to initialise"
+        )
+    summary = InitSummary()
+    for name, m in layers:
+        fan_in, fan_out = fans(m)
+        w = m.weight
+        if scheme == "orthogonal":
+            orthogonal_(w, gain, generator=generator)
+            std = gain / math.sqrt(max(w.size(0), w.numel() // max(w.size(0), 1)))
+        else:
+            groups = getattr(m, "groups", 1)
+            transposed = bool(getattr(m, "transposed", False))
+            variance_scaling_(
+                w, gain**2, mode, distribution, groups=groups, transposed=transposed,
+                generator=generator,
+            )  # fmt: skip
+            fan = {"fan_in": fan_in, "fan_avg": (fan_in + fan_out) / 2}[mode]
+            std = gain / math.sqrt(fan)
+        if bias is not None and m.bias is not None:
+            constant_(m.bias, float(bias))
+        summary.append(LayerInit(name, tuple(w.shape), fan_in, fan_out, std))
+    return summary
