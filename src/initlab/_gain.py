@@ -6,6 +6,7 @@ Private helper of :mod:`initlab.init`; import both from there.
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -90,6 +91,8 @@ def _resolve(fn: Callable | str) -> Callable:
         )
     if not callable(fn):
         raise TypeError(f"fn must be a callable or a function name, got {type(fn).__name__}")
+    if isinstance(fn, np.ufunc):  # NumPy ufuncs on torch tensors are deprecated
+        return lambda z: fn(np.asarray(z))
     if isinstance(fn, torch.nn.Module):
         dtype = next((p.dtype for p in fn.parameters()), torch.float64)
         return lambda z: fn(z.to(dtype)).double()
