@@ -371,7 +371,7 @@ def fit(
                     continue
                 finite_losses.append(loss_value)
                 if grad_normalize:
-                    normalize_grads_(grads)  # type: ignore[arg-type]
+                    normalize_grads_(params)
                 hist.clipped.append(
                     clip_grads_(params, clip, total_norm=None if grad_normalize else total)
                 )
