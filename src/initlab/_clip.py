@@ -14,8 +14,9 @@ Three ways to tame a gradient, and how they change its direction:
   weights*, which is scale-free across layers;
 * gradient normalisation (not a clip): every step, every parameter's gradient is shifted and
   rescaled to zero mean and unit variance, whatever its size; the per-parameter rescaling
-  changes the relative weighting of parameters (like a sign-free, per-tensor Adam), and the
-  mean subtraction also removes a component of the direction inside each tensor.
+  changes the relative weighting of parameters (a per-tensor cousin of Adam's per-element
+  scaling), and the mean subtraction also removes a component of the direction inside each
+  tensor; it remains a descent direction, no longer parallel to the gradient.
 """
 
 import math
@@ -126,11 +127,21 @@ def normalize_grads_(parameters: _Params, eps: float = 1e-12) -> None:
 
     .. math:: G \leftarrow \frac{G - \operatorname{mean}(G)}{\max(\operatorname{std}(G), \epsilon)}
 
-    with the population standard deviation, over all elements of one parameter. Unlike
-    clipping, this acts on *every* step and sets the size of every tensor's gradient (its
-    norm becomes :math:`\sqrt{n}` for :math:`n` elements), so the learning rate alone sets the
-    step; it changes the direction (see the module notes). A gradient with a single element or
-    with all elements equal has no spread and becomes zero.
+    with the population standard deviation, over all elements of one parameter.
+
+    How it differs from clipping: clipping by norm (Pascanu et al. 2013) acts only on steps
+    whose total norm passes a threshold and then rescales all gradients by one common factor,
+    so the direction is kept; AGC (Brock et al. 2021) caps each unit's gradient relative to its
+    weights, keeping the direction within each unit. Normalisation acts on *every* step and on
+    every gradient, large or small: each tensor's gradient gets norm :math:`\sqrt{n}` (for
+    :math:`n` elements) whatever its size, so the learning rate alone sets the step. The
+    direction changes twice: the per-tensor rescaling reweights layers against each other (a
+    layer with tiny gradients gets as large a step as one with huge gradients), and subtracting
+    the mean removes the component of each tensor's gradient along the all-ones direction.
+    It stays a descent direction (its inner product with the raw gradient is
+    :math:`\sum_i n_i \operatorname{std}(G_i) \ge 0`), but it is no longer parallel to the
+    gradient. A gradient with
+    a single element or with all elements equal has no spread and becomes zero.
 
     Example:
         >>> w = nn.Parameter(torch.zeros(3))

@@ -179,10 +179,14 @@ def test_normalize_grads_unit_variance():
     params = _with_grads(1, shapes=((64, 32), (64,), (10, 64)))
     for p in params:
         p.grad.mul_(7.0).add_(2.0)
+    raw = [p.grad.clone() for p in params]
     normalize_grads_(params)
-    for p in params:
+    for p, g in zip(params, raw, strict=True):
         std, mean = torch.std_mean(p.grad, correction=0)
         assert abs(mean.item()) < 1e-5 and abs(std.item() - 1) < 1e-5
+        # still a descent direction: <normalised, raw> = n * std(raw) > 0
+        inner = (p.grad * g).sum()
+        torch.testing.assert_close(inner, g.numel() * g.std(correction=0))
     single = nn.Parameter(torch.zeros(1))
     single.grad = torch.tensor([5.0])
     normalize_grads_([single])
