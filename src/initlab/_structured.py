@@ -165,8 +165,9 @@ def sparse_(
     num_zeros = math.ceil(sparsity * rows)
     with torch.no_grad():
         tensor.normal_(0, std, generator=generator)
-        # One permutation per column, in torch's order, then a single scatter of zeros.
-        perms = [torch.randperm(rows, generator=generator)[:num_zeros] for _ in range(cols)]
-        zero_rows = torch.stack(perms, 1).to(tensor.device)
-        tensor[zero_rows, torch.arange(cols, device=tensor.device).expand_as(zero_rows)] = 0
+        # One permutation per column, drawn in torch's order, then a single scatter of zeros.
+        zero_rows = torch.empty(cols, num_zeros, dtype=torch.long)
+        for c in range(cols):
+            zero_rows[c] = torch.randperm(rows, generator=generator)[:num_zeros]
+        tensor.scatter_(0, zero_rows.t().to(tensor.device), 0.0)
     return tensor

@@ -76,9 +76,11 @@ def lsuv_(
     .. math::
         W \leftarrow W \cdot \frac{\text{target\_std}}{\operatorname{std}(\text{output})}
 
-    recomputing the layer's output, until :math:`|\operatorname{std} - \text{target\_std}| <
+    recomputing the layer's output (for ``Linear``/``Conv*`` by the exact elementwise update
+    :math:`s(y - b) + b` instead of a second matrix product), until :math:`|\operatorname{std} - \text{target\_std}| <
     \text{tol}` or ``max_iter`` rescalings, and hands the corrected output on, so the next
-    layer sees the rescaled network. Cost: one forward pass plus one layer call per rescaling.
+    layer sees the rescaled network. Cost: the orthogonal pre-init plus one forward pass (other modules are called again once
+    per rescaling).
     The pass runs in eval mode (no dropout, batch-norm running statistics untouched); each
     module's train/eval flag is restored afterwards and the hooks are removed, also on error.
     A layer that does not converge gives a ``RuntimeWarning``. Biases are left as they are.
@@ -135,8 +137,12 @@ def lsuv_(
             iterations, out = 0, output
             std = _std(out, layers[module])
             while abs(std - target_std) >= tol and iterations < max_iter:
-                module.weight.mul_(target_std / std)
-                out = module(*hargs, **hkwargs)
+                scale = target_std / std
+                module.weight.mul_(scale)
+                if type(module).forward in _AFFINE_FORWARDS and isinstance(out, torch.Tensor):
+                    out = _rescaled(module, out, scale)  # = module(*hargs), without the matmul
+                else:
+                    out = module(*hargs, **hkwargs)
                 std = _std(out, layers[module])
                 iterations += 1
         finally:
@@ -172,6 +178,36 @@ def lsuv_(
         for m, training in modes.items():
             m.training = training
     return result
+
+
+_AFFINE_FORWARDS = {
+    cls.forward
+    for cls in (
+        nn.Linear,
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Conv3d,
+        nn.ConvTranspose1d,
+        nn.ConvTranspose2d,
+        nn.ConvTranspose3d,
+    )
+}
+
+
+def _rescaled(module: nn.Module, out: torch.Tensor, scale: float) -> torch.Tensor:
+    """The output of a Linear/Conv whose weight was just multiplied by ``scale``.
+
+    ``W x + b`` becomes ``scale (W x) + b = scale (out - b) + b``: an elementwise update.
+    """
+    bias = module.bias
+    if bias is None:
+        return out * scale
+    if isinstance(module, nn.Linear):
+        b = bias
+    else:  # the channel dimension is the one before the spatial ones (batched or not)
+        spatial = module.weight.dim() - 2
+        b = bias.view(-1, *([1] * spatial))
+    return (out - b).mul_(scale).add_(b)
 
 
 class _LSUVError(ValueError):
