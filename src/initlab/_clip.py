@@ -207,6 +207,8 @@ def clip_grads_(
 
 def total_grad_norm(grads: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The total L2 norm of ``grads`` and the per-tensor norms (as ``clip_grad_norm_``)."""
+    if not grads:
+        return torch.zeros(()), []
     norms = list(torch._foreach_norm(grads, 2.0))
     return torch.linalg.vector_norm(torch.stack(norms), 2.0), norms
 

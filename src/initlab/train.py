@@ -169,12 +169,14 @@ def _check_shapes(
                 f"[batch, classes], got output shape {tuple(out.shape)}"
             )
     try:
-        loss_fn(out, y)
+        value = loss_fn(out, y)
     except (RuntimeError, ValueError, IndexError) as err:
         raise ValueError(
             f"loss: cannot compare model outputs of shape {tuple(out.shape)} with targets of "
             f"shape {tuple(y.shape)}: {err}"
         ) from err
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError(f"loss must return a scalar tensor, got {value!r:.80}")
 
 
 def _progress_on(progress: bool | None) -> bool:
@@ -353,7 +355,7 @@ def fit(
                 has_grad = [p.grad is not None for p in params]
                 grads = [p.grad for p in params if p.grad is not None]
                 total, norms = total_grad_norm(grads)  # type: ignore[arg-type]
-                values = torch.stack([batch_loss.detach().float(), total, *norms]).tolist()
+                values = torch.stack([batch_loss.detach().to(total.dtype), total, *norms]).tolist()
                 loss_value, total_value = values[0], values[1]
                 hist.loss.append(loss_value)
                 hist.grad_norm.append(total_value)

@@ -343,6 +343,7 @@ def test_regression_with_rnn():
         ({"clip": 1.0}, "clip"),
         ({"on_nonfinite": "ignore"}, "on_nonfinite"),
         ({"loss": "hinge"}, "loss"),
+        ({"loss": lambda out, y: out.sum(1)}, "loss must return a scalar"),
     ],
 )
 def test_bad_arguments(toy, kwargs, match):
