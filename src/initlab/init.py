@@ -31,7 +31,9 @@ from initlab import _truncnorm
 from initlab._checks import ArgumentError, check_positive, check_real, check_tensor, skip
 from initlab._fans import FAN_MODES, correct_fan, fan_in_and_fan_out, fans
 from initlab._gain import calculate_gain, gain_for
+from initlab._init_model import init_model_
 from initlab._structured import dirac_, eye_, orthogonal_, sparse_
+from initlab._truncnorm import trunc_normal_
 
 __all__ = [
     "calculate_gain",
@@ -120,50 +122,6 @@ def normal_(
         return tensor
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)
-
-
-def trunc_normal_(
-    tensor: Tensor,
-    mean: float = 0.0,
-    std: float = 1.0,
-    a: float = -2.0,
-    b: float = 2.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    r"""Fill the input Tensor with values drawn from a truncated normal distribution.
-
-    The values follow :math:`\mathcal{N}(\text{mean}, \text{std}^2)` conditioned on the open
-    interval :math:`(a, b)` (absolute bounds, as in torch), sampled *exactly* for any mean:
-    values outside are redrawn, or, when the interval holds 30 % of the mass or less, drawn
-    by the inverse CDF. No stored value equals ``a`` or ``b``, even for tiny ``std`` or
-    reduced precision. Unlike torch there is no "mean is more than 2 std from [a, b]"
-    warning: the law is exact there too. Its standard deviation is ``std`` times
-    :func:`initlab._truncnorm.truncated_std` of the standardised bounds (0.8796 at
-    :math:`\pm 2`).
-
-    Args:
-        tensor: an n-dimensional `torch.Tensor`
-        mean: the mean of the normal distribution
-        std: the standard deviation of the normal distribution (> 0)
-        a: the minimum cutoff value (< b)
-        b: the maximum cutoff value
-        generator: the torch Generator to sample from (default: None)
-
-    Example:
-        >>> w = trunc_normal_(torch.empty(3, 5), std=0.02, a=-0.04, b=0.04)
-        >>> bool(((w > -0.04) & (w < 0.04)).all())
-        True
-    """
-    check_tensor(tensor)
-    check_real("mean", mean)
-    check_positive("std", std)
-    lo, hi = check_real("a", a), check_real("b", b)
-    if not lo < hi:
-        raise ValueError(f"a must be < b, got a={a!r}, b={b!r}")
-    if skip(tensor):
-        return tensor
-    with torch.no_grad():
-        return _truncnorm.sample_(tensor, float(mean), float(std), lo, hi, generator)
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
@@ -416,6 +374,3 @@ def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> T
         torch.Size([4, 3])
     """
     return variance_scaling_(tensor, 1.0, "fan_in", "normal", generator=generator)
-
-
-from initlab._init_model import init_model_  # noqa: E402  (uses the functions above)
