@@ -31,6 +31,7 @@ import numpy as np
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 __all__ = [
     "COLORS",
@@ -123,6 +124,16 @@ def _series(values: Any, argname: str) -> dict[str, Any]:
 def _positive(arr: np.ndarray) -> np.ndarray:
     """Values that a log axis can show (others become gaps)."""
     return np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
+
+
+def _log_axis(ax: Axes, *arrays: np.ndarray) -> None:
+    """Log y axis; plain numbers ("0.4", "2") on it when the data span < 2 decades."""
+    ax.set_yscale("log")
+    vals = np.concatenate([a[np.isfinite(a) & (a > 0)] for a in arrays]) if arrays else []
+    if len(vals) and vals.max() / vals.min() < 100:
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
 
 
 def _spans_decades(*arrays: np.ndarray) -> bool:
@@ -236,9 +247,11 @@ def variance_vs_depth(
         ylabel = "pre-activation variance" if direction == "forward" else "gradient variance"
     with style():
         fig, (a,) = _figure(1, ax)
+        shown = []
         for i, (label, v) in enumerate(meas.items()):
             color = COLORS[i % len(COLORS)]
             m = _array(v, f"measured[{label!r}]" if label else "measured")
+            shown.append(m)
             name = f"{label} " if label else ""
             layers = np.arange(1, m.size + 1)
             a.plot(layers, _positive(m), "o", color=color, alpha=0.75, label=f"{name}measured")
@@ -249,7 +262,8 @@ def variance_vs_depth(
                         f"predicted has {p.size} layers but measured has {m.size} ({label!r})"
                     )
                 a.plot(layers, _positive(p), "-", color=color, zorder=3, label=f"{name}predicted")
-        a.set_yscale("log")
+                shown.append(p)
+        _log_axis(a, *shown)
         a.set_xlabel("layer")
         a.set_ylabel(ylabel)
         a.xaxis.get_major_locator().set_params(integer=True)
@@ -335,18 +349,24 @@ def signal_propagation_plot(
     series = _series(points, "points")
     with style():
         fig, (a, b) = _figure(2)
+        sqs, vars_ = [], []
         for i, (label, pts) in enumerate(series.items()):
             rows = list(pts)
             if not rows:
                 raise ValueError(f"points{f'[{label!r}]' if label else ''} is empty")
             sq = _positive(np.array([r[1] for r in rows], dtype=np.float64))
             var = _positive(np.array([r[2] for r in rows], dtype=np.float64))
+            sqs.append(sq)
+            vars_.append(var)
             depth = np.arange(1, len(rows) + 1)
             color = COLORS[i % len(COLORS)]
             a.plot(depth, sq, "o-", color=color, label=label or None)
             b.plot(depth, var, "o-", color=color, label=label or None)
-        for ax_, ylabel in ((a, "avg. squared channel mean"), (b, "avg. channel variance")):
-            ax_.set_yscale("log")
+        for ax_, ylabel, data in (
+            (a, "avg. squared channel mean", sqs),
+            (b, "avg. channel variance", vars_),
+        ):
+            _log_axis(ax_, *data)
             ax_.set_xlabel(xlabel)
             ax_.set_ylabel(ylabel)
             ax_.xaxis.get_major_locator().set_params(integer=True)

@@ -66,11 +66,13 @@ def test_predict_matches_monte_carlo(act, scheme):
 
     * sampling: a variance estimated from n = batch*width roughly independent Gaussian
       entries has relative std sqrt(2/n) (for the gradient at the output, n = batch*10);
-    * finite width: each layer's mean square over `width` units fluctuates with relative
-      variance kappa/width (kappa = 2 linear/tanh, 5 ReLU; see KURT), compounding
-      multiplicatively over the l layers between the input (or the output, backward) and
-      the layer: Var[log] ~ kappa*l/width (Hanin 2018 for ReLU). This is the single-input
-      bound; a batch of inputs only averages it further.
+    * finite width: each layer's mean square over its n_k output units fluctuates with
+      relative variance kappa/n_k (kappa = 2 linear/tanh, 5 ReLU; see KURT), compounding
+      multiplicatively over the layers between the input (or the output, backward) and
+      the layer: Var[log] ~ kappa * sum_k 1/n_k (Hanin 2018 for ReLU); the head has only
+      OUT = 10 units, so its own term is large. This is the single-input bound; a batch of
+      inputs only averages it further. (Over 30 seeds at width 256 the ReLU log-ratio sd at
+      depth 30 was 0.68 against this bound's 0.77; the mean ratio 1.14, standard error 0.14.)
 
     sigma_w^2 is read from the realised weights, so the weight-norm fluctuation is not noise.
     """
@@ -79,10 +81,10 @@ def test_predict_matches_monte_carlo(act, scheme):
     x = torch.randn(BATCH, IN, generator=gen)
     c = theory.compare(net, x, verbose=False)
     assert c.names == [f"linear{k}" for k in range(1, DEPTH + 1)] + ["head"]
-    depth_from_input = np.arange(1, DEPTH + 2)
-    depth_from_output = DEPTH + 1 - depth_from_input
+    units = np.array([WIDTH] * DEPTH + [OUT])  # output units of each measured layer
+    depth_from_output = np.arange(DEPTH, -1, -1)
     k = KURT[act]
-    tol_f = 4 * np.sqrt(2 / (BATCH * WIDTH) + k * depth_from_input / WIDTH)
+    tol_f = 4 * np.sqrt(2 / (BATCH * units) + k * np.cumsum(1 / units))
     tol_b = 4 * np.sqrt(2 / (BATCH * OUT) + k * depth_from_output / WIDTH)
     assert np.all(np.isfinite(c.forward_ratio)) and np.all(np.isfinite(c.backward_ratio))
     assert np.all(np.abs(np.log(c.forward_ratio)) <= tol_f), c
