@@ -66,7 +66,7 @@ def _gain(nonlinearity: str | Callable | None) -> float:
 def init_model_(
     model: nn.Module,
     scheme: str = "kaiming_normal",
-    nonlinearity: str | Callable | None = "relu",
+    nonlinearity: str | Callable | None = None,
     bias: float | None = 0.0,
     generator: torch.Generator | None = None,
 ) -> InitSummary:
@@ -92,8 +92,11 @@ def init_model_(
     Args:
         model: the module to initialise (its own weight counts if it is a layer itself)
         scheme: one of the names above
-        nonlinearity: a :func:`~initlab.init.calculate_gain` name, a callable (its gain is
-            :func:`~initlab.init.gain_for`) or ``None`` (gain 1); ignored by ``lecun_*``
+        nonlinearity: a :func:`~initlab.init.calculate_gain` name or a callable (its gain is
+            :func:`~initlab.init.gain_for`); ignored by ``lecun_*``. ``None`` (the default)
+            means each scheme's own: ``"relu"`` (gain :math:`\sqrt{2}`) for ``kaiming_*``, as
+            He et al. derived it, and gain 1 for ``xavier_*`` and ``orthogonal``, so that
+            ``"xavier_normal"`` alone is Glorot & Bengio's :math:`\sigma^2 = 2/(n_{in}+n_{out})`.
         bias: the value every bias is set to, or ``None`` to leave biases alone
         generator: the torch Generator to sample from (default: None)
 
@@ -117,6 +120,8 @@ def init_model_(
     if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
         raise TypeError(f"bias must be a real number or None, got {bias!r}")
     mode, distribution, uses_gain = SCHEMES[scheme]
+    if nonlinearity is None and scheme.startswith("kaiming"):
+        nonlinearity = "relu"
     gain = _gain(nonlinearity) if uses_gain else 1.0
     if not (math.isfinite(gain) and gain > 0):
         raise ValueError(f"the gain of nonlinearity={nonlinearity!r} must be > 0, got {gain!r}")

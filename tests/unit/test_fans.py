@@ -128,6 +128,9 @@ def _net() -> nn.Sequential:
         ("kaiming_truncated_normal", "relu", math.sqrt(2)),
         ("xavier_uniform", "tanh", 5 / 3),
         ("xavier_normal", None, 1.0),
+        ("xavier_uniform", None, 1.0),  # the default: plain Glorot & Bengio, no ReLU gain
+        ("kaiming_normal", None, math.sqrt(2)),  # the default: He et al.'s ReLU case
+        ("kaiming_uniform", "linear", 1.0),
         ("lecun_normal", "relu", 1.0),  # LeCun ignores the nonlinearity
         ("lecun_uniform", torch.tanh, 1.0),
     ],
