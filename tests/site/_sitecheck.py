@@ -182,6 +182,7 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Type", self.guess_type(str(local)))
             self.send_header("Content-Encoding", "gzip")
+            self.send_header("Last-Modified", self.date_time_string(int(local.stat().st_mtime)))
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
