@@ -1,4 +1,5 @@
-"""Serve MathJax 3 from the built site itself, so the book's math renders offline.
+"""Serve MathJax 3 from the built site itself, so the book's math renders offline
+(and drop the duplicate inline scripts Sphinx 7.4 writes).
 
 The files come from the pinned PyPI package ``django-static-mathjax`` (MathJax 3.2.2 as
 static files; Django is not needed). Only what ``tex-chtml.js`` loads is copied: the
@@ -46,7 +47,21 @@ def _copy(app: Sphinx, exception: Exception | None) -> None:
             shutil.copy2(s, d)
 
 
+def _dedupe_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
+    """Sphinx 7.4 lists body-only scripts twice (filename None and ''), which makes the
+    browser throw on a redeclared identifier (fixed upstream in sphinx-doc/sphinx#13402);
+    keep the first of each."""
+    seen, unique = set(), []
+    for js in context.get("script_files", []):
+        key = (js.filename or "", js.priority, tuple(sorted(js.attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    context["script_files"] = unique
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _set_path, priority=900)
     app.connect("build-finished", _copy)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
