@@ -1,0 +1,164 @@
+"""``python -m initlab.grading build``: student notebooks and autograder bundles from masters.
+
+For each master ``exercises/<chapter>.ipynb`` (otter-assign format) this runs Otter Assign
+(which also grades the solutions and fails unless they get full marks), then writes
+
+* ``chapters/<chapter>/exercises.ipynb``: the student notebook, normalised so that a rebuild is
+  byte-identical (cell ids derived from index and content, no outputs, no execution counts,
+  sorted keys, ``mystnb.execution_mode: off`` so the book renders it without running it);
+* ``exercises/_autograder/<chapter>/autograder.zip``: otter's bundle with all tests, hidden ones
+  included (the folder is ignored by git).
+
+Before writing, the student notebook is checked for leaks: no ``BEGIN SOLUTION`` marker, no
+hidden test, no line of a solution.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from ._paths import STUDENT_NOTEBOOK, autograder_zip, masters, repo_root, student_notebook
+
+_MARKERS = (
+    "BEGIN SOLUTION",
+    "END SOLUTION",
+    "# SOLUTION",
+    "BEGIN TESTS",
+    "BEGIN QUESTION",
+    "hidden=True",
+    "hidden: true",
+)
+
+
+class LeakError(RuntimeError):
+    """A generated student notebook contains solution or hidden-test text."""
+
+
+def _run_assign(master: Path, out: Path) -> tuple[Path, Path, Path]:
+    """Run Otter Assign in a child process; return (student nb, autograder nb, autograder zip).
+
+    A child process keeps otter's import-time warnings and its never-closed logging socket out
+    of the caller (pytest runs with warnings as errors).
+    """
+    cmd = [sys.executable, "-m", "otter", "assign", "--no-pdfs", str(master), str(out)]
+    env = {**os.environ, "INITLAB_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"otter assign failed for {master} (do the solutions pass every test?):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    zips = sorted((out / "autograder").glob("*.zip"))
+    if len(zips) != 1:
+        raise RuntimeError(f"otter assign wrote {len(zips)} autograder zips for {master}")
+    name = master.name
+    return out / "student" / name, out / "autograder" / name, zips[0]
+
+
+def solution_lines(master_nb: nbformat.NotebookNode) -> set[str]:
+    """Return the stripped, non-trivial lines that appear between solution markers in a master."""
+    lines: set[str] = set()
+    in_block = False  # a raw "# BEGIN SOLUTION" cell fences whole cells
+    for cell in master_nb.cells:
+        src = cell.source
+        if cell.cell_type == "raw":
+            head = src.strip().upper()
+            if head.startswith("# BEGIN SOLUTION"):
+                in_block = True
+            elif head.startswith("# END SOLUTION"):
+                in_block = False
+            continue
+        inner = False
+        for line in src.splitlines():
+            s = line.strip()
+            if re.match(r"#\s*BEGIN SOLUTION", s):
+                inner = True
+                continue
+            if re.match(r"#\s*END SOLUTION", s):
+                inner = False
+                continue
+            if "# SOLUTION" in s:
+                lines.add(s.split("# SOLUTION")[0].strip())
+            elif inner and cell.cell_type == "code" and in_block:
+                lines.add(s)
+    return {s for s in lines if len(s) > 8 and not s.startswith("#")}
+
+
+def check_no_leaks(student: nbformat.NotebookNode, master: nbformat.NotebookNode) -> None:
+    """Raise :class:`LeakError` if ``student`` holds a marker, a hidden test or a solution line."""
+    text = nbformat.writes(student)
+    for marker in _MARKERS:
+        if marker in text:
+            raise LeakError(f"student notebook contains {marker!r}")
+    for line in solution_lines(master):
+        if line in text:
+            raise LeakError(f"student notebook contains the solution line {line!r}")
+    tests = student.metadata.get("otter", {}).get("tests", {})
+    for name, source in tests.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.keyword) and node.arg == "hidden":
+                if not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                    raise LeakError(f"test {name} in the student notebook is not public")
+
+
+def normalise(nb: nbformat.NotebookNode, master_name: str) -> str:
+    """Return the student notebook as reproducible JSON text."""
+    nb.metadata.pop("widgets", None)
+    nb.metadata["mystnb"] = {"execution_mode": "off"}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.source = cell.source.replace(
+                f'otter.Notebook("{master_name}")', f'otter.Notebook("{STUDENT_NOTEBOOK}")'
+            )
+        cell.metadata.pop("execution", None)
+        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:8]
+        cell.id = f"c{i:02d}-{digest}"
+    nbformat.validate(nb)
+    return nbformat.writes(nb) + "\n"
+
+
+def build_chapter(chapter: str, master: Path, out_dir: Path) -> tuple[str, Path]:
+    """Build one chapter into ``out_dir``; return (student notebook text, autograder zip path)."""
+    stu, _ag_nb, zip_path = _run_assign(master, out_dir)
+    student = nbformat.read(stu, as_version=4)
+    check_no_leaks(student, nbformat.read(master, as_version=4))
+    return normalise(student, master.name), zip_path
+
+
+def build(chapters: list[str] | None = None, check: bool = False, root: Path | None = None) -> int:
+    """Build every (or the named) chapter; with ``check`` only compare. Return an exit code."""
+    root = root or repo_root()
+    found = masters(root)
+    wanted = chapters or list(found)
+    unknown = [c for c in wanted if c not in found]
+    if unknown:
+        raise ValueError(f"chapters {unknown} have no master in exercises/; known: {list(found)}")
+    status = 0
+    for chapter in wanted:
+        with tempfile.TemporaryDirectory(prefix=f"initlab-build-{chapter}-") as tmp:
+            text, zip_path = build_chapter(chapter, found[chapter], Path(tmp) / "out")
+            target = student_notebook(chapter, root)
+            if check:
+                same = target.is_file() and target.read_text(encoding="utf-8") == text
+                print(f"{chapter}: {'up to date' if same else 'OUT OF DATE'} ({target})")
+                status |= 0 if same else 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            bundle = autograder_zip(chapter, root)
+            bundle.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(zip_path, bundle)
+            print(f"{chapter}: wrote {target.relative_to(root)} and {bundle.relative_to(root)}")
+    return status

@@ -1,0 +1,78 @@
+"""Command line of ``python -m initlab.grading``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ._build import build
+from ._grade import grade
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m initlab.grading",
+        description="Build the exercise notebooks from their masters, or grade submissions.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser(
+        "build",
+        help="write chapters/<chapter>/exercises.ipynb and the "
+        "autograder bundles from exercises/<chapter>.ipynb",
+    )
+    b.add_argument("chapters", nargs="*", help="chapter folder names (default: every master)")
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a committed student notebook is out of date",
+    )
+    g = sub.add_parser("grade", help="grade submissions into a CSV gradebook")
+    g.add_argument("chapter", help="chapter folder name, e.g. 03_xavier")
+    g.add_argument("submissions", nargs="+", type=Path, help="submitted .ipynb files")
+    g.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV (default grades.csv)")
+    g.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="wall-clock seconds per submission (default 120)",
+    )
+    g.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=None,
+        help="seconds before one cell is interrupted (default timeout/2)",
+    )
+    g.add_argument(
+        "--feedback-dir",
+        type=Path,
+        default=None,
+        help="write one JSON feedback file per submission here",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (grade: 0 iff every submission was graded)."""
+    args = _parser().parse_args(argv)
+    if args.command == "build":
+        return build(args.chapters or None, check=args.check)
+    start = time.monotonic()
+    grades = grade(
+        args.chapter,
+        args.submissions,
+        out=args.out,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        cell_timeout=args.cell_timeout,
+        feedback_dir=args.feedback_dir,
+    )
+    ungraded = [g.file for g in grades if not g.graded]
+    print(
+        f"graded {len(grades) - len(ungraded)}/{len(grades)} submissions in "
+        f"{time.monotonic() - start:.1f} s -> {args.out}"
+    )
+    for f in ungraded:
+        print(f"  not graded: {f}")
+    return 0 if not ungraded else 1

@@ -1,0 +1,44 @@
+"""Where the exercise sources, student notebooks and autograder bundles live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STUDENT_NOTEBOOK = "exercises.ipynb"
+AUTOGRADER_ZIP = "autograder.zip"
+
+
+def repo_root() -> Path:
+    """Return the course repository's root.
+
+    ``$INITLAB_ROOT`` if set; otherwise the checkout this package was installed from (editable
+    install), or the current directory if that holds an ``exercises/`` folder.
+    """
+    env = os.environ.get("INITLAB_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[3]
+    if (here / "exercises").is_dir():
+        return here
+    return Path.cwd()
+
+
+def masters(root: Path | None = None) -> dict[str, Path]:
+    """Return ``{chapter: master notebook}`` for every ``exercises/<chapter>.ipynb``."""
+    root = root or repo_root()
+    return {
+        p.stem: p
+        for p in sorted((root / "exercises").glob("*.ipynb"))
+        if not p.stem.startswith("_")
+    }
+
+
+def student_notebook(chapter: str, root: Path | None = None) -> Path:
+    """Return ``chapters/<chapter>/exercises.ipynb``."""
+    return (root or repo_root()) / "chapters" / chapter / STUDENT_NOTEBOOK
+
+
+def autograder_zip(chapter: str, root: Path | None = None) -> Path:
+    """Return ``exercises/_autograder/<chapter>/autograder.zip`` (ignored by git)."""
+    return (root or repo_root()) / "exercises" / "_autograder" / chapter / AUTOGRADER_ZIP

@@ -1,0 +1,224 @@
+"""Trusted helpers for the exercise tests (imported by every test cell).
+
+Otter runs a question's tests in the same Python process as the learner's code, so a
+submission can replace ``numpy.allclose``, ``torch.Tensor.__float__``, ``math.isclose`` or a
+builtin before the tests run. This module binds every function it uses *when it is imported*;
+the grader imports it in a cell placed before the submission's first cell, so later
+monkeypatching of numpy, torch, math or builtins does not change what these helpers compute.
+Comparisons are done in pure Python on floats obtained through the bound references.
+
+Limits (also in the README): a submission that targets the grading machinery itself
+(this module, ``sys.modules``, the import system, otter's classes, the kernel's event
+hooks) can still forge a result, because otter's design runs tests inside the learner's
+kernel. :func:`guard_start` / :func:`guard_report` detect the common forms of such
+tampering and the grader records them in the gradebook's ``error`` column.
+
+Example:
+    >>> from initlab.grading import checks
+    >>> checks.close(0.1 + 0.2, 0.3)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import torch
+
+_float, _abs, _len, _sorted, _range = float, abs, len, sorted, range
+_max, _min, _isinstance, _getattr, _bool = max, min, isinstance, getattr, bool
+_exp, _sqrt, _isfinite = math.exp, math.sqrt, math.isfinite
+_Tensor = torch.Tensor
+_tolist, _item, _numel = torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.numel
+_reshape, _randn, _matmul, _tanh = torch.reshape, torch.randn, torch.matmul, torch.tanh
+_transpose, _mean, _mul, _empty = torch.transpose, torch.mean, torch.mul, torch.empty
+_no_grad, _Generator = torch.no_grad, torch.Generator
+
+
+def number(value: Any, name: str) -> float:
+    """Return ``value`` (int, float, NumPy scalar, one-element tensor) as a finite float.
+
+    Raises ``AssertionError`` naming ``name`` otherwise (so the failure reads as a test message).
+    """
+    if _isinstance(value, _Tensor):
+        assert _numel(value) == 1, f"{name} should be a number, got a tensor of shape {value.shape}"
+        value = _item(value)
+    assert not _isinstance(value, bool) and value is not None and value is not ..., (
+        f"{name} should be a number, got {value!r}"
+    )
+    try:
+        out = _float(value)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{name} should be a number, got {value!r}") from None
+    assert _isfinite(out), f"{name} should be finite, got {out}"
+    return out
+
+
+def close(actual: float, expected: float, rel: float = 1e-6, abs_tol: float = 1e-12) -> bool:
+    """Return whether ``|actual - expected| <= max(rel * |expected|, abs_tol)`` (pure Python)."""
+    return _abs(actual - expected) <= _max(rel * _abs(expected), abs_tol)
+
+
+def values(tensor: torch.Tensor) -> list[float]:
+    """Return the elements of ``tensor`` as a flat list of Python floats."""
+    assert _isinstance(tensor, _Tensor), f"expected a torch.Tensor, got {type(tensor).__name__}"
+    return _tolist(_reshape(tensor.detach(), (-1,)))
+
+
+def empty(*shape: int) -> torch.Tensor:
+    """Return an uninitialised float32 tensor of ``shape`` (filled with NaN)."""
+    t = _empty(shape)
+    with _no_grad():
+        t.fill_(float("nan"))
+    return t
+
+
+def kolmogorov_sf(lam: float) -> float:
+    """Survival function of the Kolmogorov distribution, Q(lam) = 2 sum (-1)^(j-1) e^(-2 j^2 lam^2)."""
+    if lam < 0.2:
+        return 1.0
+    total = 0.0
+    for j in _range(1, 101):
+        term = _exp(-2.0 * j * j * lam * lam)
+        total += term if j % 2 else -term
+        if term < 1e-16:
+            break
+    return _max(0.0, _min(1.0, 2.0 * total))
+
+
+def ks_uniform(xs: list[float], a: float) -> tuple[float, float]:
+    """One-sample Kolmogorov–Smirnov test of ``xs`` against U(-a, a).
+
+    Returns ``(D, p)``: the statistic ``D = sup |F_n(x) - F(x)|`` and its asymptotic p-value with
+    Stephens' small-sample correction, ``Q((sqrt(n) + 0.12 + 0.11 / sqrt(n)) D)`` (Numerical
+    Recipes, 3rd ed., section 14.3.3).
+    """
+    n = _len(xs)
+    assert n > 0 and a > 0
+    d = 0.0
+    for i, x in enumerate(_sorted(xs)):
+        f = _min(1.0, _max(0.0, (x + a) / (2.0 * a)))
+        d = _max(d, f - i / n, (i + 1) / n - f)
+    root = _sqrt(n)
+    return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
+
+
+def tanh_variance_ratio(
+    sigma: float,
+    width: int = 256,
+    depth: int = 20,
+    gamma2: float = 0.01,
+    batch: int = 1024,
+    seed: int = 0,
+) -> float:
+    """Var[pre-activation of layer ``depth``] / Var[pre-activation of layer 1] in a tanh MLP.
+
+    Inputs x ~ N(0, gamma2) (``batch`` of them), weights N(0, sigma^2), no bias, square layers of
+    ``width``; the net is fresh for every ``seed``.
+    """
+    g = _Generator().manual_seed(seed)
+    with _no_grad():
+        h = _mul(_randn((batch, width), generator=g), _sqrt(gamma2))
+        first = last = 0.0
+        for layer in _range(depth):
+            w = _mul(_randn((width, width), generator=g), sigma)
+            z = _matmul(h, _transpose(w, 0, 1))
+            last = _item(_mean(_mul(z, z)))
+            if layer == 0:
+                first = last
+            h = _tanh(z)
+    return last / first
+
+
+# --- tamper detection -------------------------------------------------------------------------
+
+_GUARDED = (
+    "builtins.abs builtins.float builtins.len builtins.sorted builtins.isinstance builtins.print "
+    "builtins.__import__ math.isclose math.sqrt math.isfinite "
+    "numpy.allclose numpy.isclose numpy.sqrt numpy.abs numpy.var numpy.std numpy.mean "
+    "torch.allclose torch.isclose torch.equal torch.sqrt torch.abs torch.var torch.std "
+    "torch.mean torch.randn torch.empty torch.matmul torch.tanh "
+    "torch.Tensor.__float__ torch.Tensor.item torch.Tensor.tolist torch.Tensor.abs "
+    "torch.Tensor.max torch.Tensor.var torch.Tensor.std torch.Tensor.mean "
+    "pickle.dump pickle.dumps otter.Notebook otter.Notebook.check "
+    "otter.execute.Checker otter.execute.checker.Checker.check "
+    "otter.execute.checker.Checker.get_results "
+    "otter.test_files.GradingResults otter.test_files.GradingResults.__init__ "
+    "otter.test_files.exception_test.ExceptionTestFile.run "
+    "otter.test_files.exception_test.test_case.call_func "
+    "otter.test_files.abstract_test.TestFile.score otter.test_files.abstract_test.TestFile.grade "
+    "initlab.grading.checks.number initlab.grading.checks.close initlab.grading.checks.values "
+    "initlab.grading.checks.ks_uniform initlab.grading.checks.tanh_variance_ratio"
+).split()
+
+_snapshot: dict[str, Any] = {}
+_modules: dict[str, Any] = {}
+
+
+def _resolve(dotted: str) -> Any:
+    parts = dotted.split(".")
+    for cut in _range(_len(parts), 0, -1):
+        name = ".".join(parts[:cut])
+        if name in sys.modules:
+            obj = sys.modules[name]
+            for attr in parts[cut:]:
+                obj = (
+                    obj.__dict__.get(attr, _getattr(obj, attr))
+                    if _isinstance(obj, type)
+                    else _getattr(obj, attr)
+                )
+            return obj
+    raise LookupError(dotted)
+
+
+def guard_start() -> None:
+    """Record the objects that the tests and otter rely on (call before any learner code).
+
+    Also replaces ``os._exit`` and ``os.abort`` in the grading kernel by functions that raise
+    ``SystemExit`` (which IPython reports as an error in that cell and survives).
+    """
+    import numpy  # noqa: F401
+    import otter.execute  # noqa: F401
+    import otter.test_files  # noqa: F401
+
+    for dotted in _GUARDED:
+        try:
+            _snapshot[dotted] = _resolve(dotted)
+        except (LookupError, AttributeError):
+            continue
+    for name in ("builtins", "math", "numpy", "torch", "pickle", "otter", __name__):
+        _modules[name] = sys.modules.get(name)
+    import os
+
+    def _refuse_exit(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("os._exit and os.abort are disabled while grading")
+
+    os._exit = _refuse_exit  # a learner's os._exit would kill the kernel and lose every grade
+    os.abort = _refuse_exit
+
+
+def guard_report(namespace: dict[str, Any] | None = None) -> list[str]:
+    """Return what changed since :func:`guard_start` (an empty list when nothing did)."""
+    changed = [
+        f"{name} was replaced in sys.modules"
+        for name, mod in _modules.items()
+        if sys.modules.get(name) is not mod
+    ]
+    for dotted, obj in _snapshot.items():
+        try:
+            now = _resolve(dotted)
+        except (LookupError, AttributeError):
+            now = None
+        if now is not obj:
+            changed.append(f"{dotted} was replaced")
+    if namespace is not None:
+        import otter
+
+        grader = namespace.get("grader")
+        if grader is not None and not _isinstance(
+            grader, _snapshot.get("otter.Notebook", otter.Notebook)
+        ):
+            changed.append("the name `grader` was redefined")
+    return changed
