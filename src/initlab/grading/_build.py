@@ -121,7 +121,7 @@ def normalise(nb: nbformat.NotebookNode, master_name: str) -> str:
             cell.execution_count = None
             cell.source = cell.source.replace(
                 f'otter.Notebook("{master_name}")', f'otter.Notebook("{STUDENT_NOTEBOOK}")'
-            )
+            ).replace("import otter\ngrader = ", "import otter\n\ngrader = ")  # ruff format
         cell.metadata.pop("execution", None)
         digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:8]
         cell.id = f"c{i:02d}-{digest}"
