@@ -45,7 +45,7 @@ def number(value: Any, name: str) -> float:
     if _isinstance(value, _Tensor):
         assert _numel(value) == 1, f"{name} should be a number, got a tensor of shape {value.shape}"
         value = _item(value)
-    assert not _isinstance(value, bool) and value is not None and value is not ..., (
+    assert not _isinstance(value, _bool) and value is not None and value is not ..., (
         f"{name} should be a number, got {value!r}"
     )
     try:
