@@ -111,8 +111,15 @@ def check_no_leaks(student: nbformat.NotebookNode, master: nbformat.NotebookNode
                     raise LeakError(f"test {name} in the student notebook is not public")
 
 
-def normalise(nb: nbformat.NotebookNode, master_name: str) -> str:
-    """Return the student notebook as reproducible JSON text."""
+def normalise(
+    nb: nbformat.NotebookNode, master_name: str, student_name: str = STUDENT_NOTEBOOK
+) -> str:
+    """Return the student notebook as reproducible JSON text.
+
+    Otter's init cell is pointed at the student notebook's own file name and tagged
+    ``remove-cell``, so the book page starts with the exercise's title (the downloaded
+    notebook keeps the cell).
+    """
     nb.metadata.pop("widgets", None)
     nb.metadata["mystnb"] = {"execution_mode": "off"}
     for i, cell in enumerate(nb.cells):
@@ -120,8 +127,12 @@ def normalise(nb: nbformat.NotebookNode, master_name: str) -> str:
             cell.outputs = []
             cell.execution_count = None
             cell.source = cell.source.replace(
-                f'otter.Notebook("{master_name}")', f'otter.Notebook("{STUDENT_NOTEBOOK}")'
+                f'otter.Notebook("{master_name}")', f'otter.Notebook("{student_name}")'
             ).replace("import otter\ngrader = ", "import otter\n\ngrader = ")  # ruff format
+            if "otter.Notebook(" in cell.source:
+                tags = cell.metadata.setdefault("tags", [])
+                if "remove-cell" not in tags:
+                    tags.append("remove-cell")
         cell.metadata.pop("execution", None)
         digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:8]
         cell.id = f"c{i:02d}-{digest}"
@@ -129,16 +140,45 @@ def normalise(nb: nbformat.NotebookNode, master_name: str) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def build_chapter(chapter: str, master: Path, out_dir: Path) -> tuple[str, Path]:
+def build_chapter(
+    chapter: str, master: Path, out_dir: Path, student_name: str = STUDENT_NOTEBOOK
+) -> tuple[str, Path]:
     """Build one chapter into ``out_dir``; return (student notebook text, autograder zip path)."""
     stu, _ag_nb, zip_path = _run_assign(master, out_dir)
     student = nbformat.read(stu, as_version=4)
     check_no_leaks(student, nbformat.read(master, as_version=4))
-    return normalise(student, master.name), zip_path
+    return normalise(student, master.name, student_name), zip_path
 
 
-def build(chapters: list[str] | None = None, check: bool = False, root: Path | None = None) -> int:
-    """Build every (or the named) chapter; with ``check`` only compare. Return an exit code."""
+def _stamp(chapter: str, master: Path, root: Path) -> tuple[Path, str]:
+    """Return (stamp file beside the bundle, hash of the master and of initlab.grading)."""
+    digest = hashlib.sha256(master.read_bytes())
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(src.read_bytes())
+    return autograder_zip(chapter, root).with_name("master.sha256"), digest.hexdigest()
+
+
+def _up_to_date(chapter: str, master: Path, root: Path) -> bool:
+    stamp, digest = _stamp(chapter, master, root)
+    return (
+        autograder_zip(chapter, root).is_file()
+        and student_notebook(chapter, root).is_file()
+        and stamp.is_file()
+        and stamp.read_text().strip() == digest
+    )
+
+
+def build(
+    chapters: list[str] | None = None,
+    check: bool = False,
+    root: Path | None = None,
+    force: bool = False,
+) -> int:
+    """Build every (or the named) chapter; with ``check`` only compare. Return an exit code.
+
+    A chapter whose master (and this package) did not change since its last build here, and
+    whose student notebook and bundle exist, is skipped unless ``force`` or ``check``.
+    """
     root = root or repo_root()
     found = masters(root)
     wanted = chapters or list(found)
@@ -147,9 +187,12 @@ def build(chapters: list[str] | None = None, check: bool = False, root: Path | N
         raise ValueError(f"chapters {unknown} have no master in exercises/; known: {list(found)}")
     status = 0
     for chapter in wanted:
+        if not (check or force) and _up_to_date(chapter, found[chapter], root):
+            print(f"{chapter}: up to date ({student_notebook(chapter, root).relative_to(root)})")
+            continue
         with tempfile.TemporaryDirectory(prefix=f"initlab-build-{chapter}-") as tmp:
-            text, zip_path = build_chapter(chapter, found[chapter], Path(tmp) / "out")
             target = student_notebook(chapter, root)
+            text, zip_path = build_chapter(chapter, found[chapter], Path(tmp) / "out", target.name)
             if check:
                 same = target.is_file() and target.read_text(encoding="utf-8") == text
                 print(f"{chapter}: {'up to date' if same else 'OUT OF DATE'} ({target})")
@@ -160,5 +203,7 @@ def build(chapters: list[str] | None = None, check: bool = False, root: Path | N
             bundle = autograder_zip(chapter, root)
             bundle.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(zip_path, bundle)
+            stamp, digest = _stamp(chapter, found[chapter], root)
+            stamp.write_text(digest + "\n")
             print(f"{chapter}: wrote {target.relative_to(root)} and {bundle.relative_to(root)}")
     return status

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 if a committed student notebook is out of date",
     )
+    b.add_argument(
+        "--force", action="store_true", help="rebuild even the masters that did not change"
+    )
     g = sub.add_parser("grade", help="grade submissions into a CSV gradebook")
     g.add_argument("chapter", help="chapter folder name, e.g. 03_xavier")
     g.add_argument("submissions", nargs="+", type=Path, help="submitted .ipynb files")
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (grade: 0 iff every submission was graded)."""
     args = _parser().parse_args(argv)
     if args.command == "build":
-        return build(args.chapters or None, check=args.check)
+        return build(args.chapters or None, check=args.check, force=args.force)
     start = time.monotonic()
     grades = grade(
         args.chapter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 STUDENT_NOTEBOOK = "exercises.ipynb"
@@ -34,9 +35,22 @@ def masters(root: Path | None = None) -> dict[str, Path]:
     }
 
 
+_PART = re.compile(r"^(\d+)([a-z])_(.+)$")
+
+
 def student_notebook(chapter: str, root: Path | None = None) -> Path:
-    """Return ``chapters/<chapter>/exercises.ipynb``."""
-    return (root or repo_root()) / "chapters" / chapter / STUDENT_NOTEBOOK
+    """Return where the student notebook of exercise set ``chapter`` goes.
+
+    ``chapters/<chapter>/exercises.ipynb``; a chapter with several sets names them with a
+    letter after its number, so ``04a_beyond_xavier`` goes to
+    ``chapters/04_beyond_xavier/exercises_a.ipynb``.
+    """
+    chapters = (root or repo_root()) / "chapters"
+    part = _PART.match(chapter)
+    if part and not (chapters / chapter).is_dir():
+        number, letter, name = part.groups()
+        return chapters / f"{number}_{name}" / f"exercises_{letter}.ipynb"
+    return chapters / chapter / STUDENT_NOTEBOOK
 
 
 def autograder_zip(chapter: str, root: Path | None = None) -> Path:
