@@ -95,7 +95,33 @@ def style() -> AbstractContextManager:
     return _Style()
 
 
+def _register_notebook_display() -> None:
+    """Make a bare Figure display as a PNG in IPython/Jupyter.
+
+    IPython registers its PNG formatter for Figures only once pyplot's inline backend has
+    been activated; a figure built without pyplot, returned as a cell's last value, would
+    otherwise show as ``<Figure size ...>`` text. A formatter the user already chose (SVG,
+    retina) is left alone.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:  # pragma: no cover - IPython is always installed with the course
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatters = shell.display_formatter.formatters
+    if any(
+        Figure in formatters[mime].type_printers
+        for mime in ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")
+    ):
+        return
+    select_figure_formats(shell, {"png"}, bbox_inches="tight")
+
+
 def _figure(ncols: int = 1, ax: Axes | None = None) -> tuple[Figure, list[Axes]]:
+    _register_notebook_display()
     if ax is not None:
         if ncols != 1:
             raise ValueError("ax can only be given for single-panel figures")

@@ -135,3 +135,16 @@ def test_signal_propagation_plot():
     check(fig, 2)
     with pytest.raises(ValueError, match="points"):
         plots.signal_propagation_plot([])
+
+
+def test_figure_displays_as_png_in_ipython():
+    """A figure built without pyplot is shown as an image when it is a cell's value."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        fig = plots.variance_vs_depth([1.0, 0.5, 0.25])
+        data, _ = shell.display_formatter.format(fig)
+        assert "image/png" in data and len(data["image/png"]) > 1000
+    finally:
+        InteractiveShell.clear_instance()
