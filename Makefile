@@ -7,7 +7,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
-export INITLAB_PROGRESS ?= 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup exercises book test lab grade clean
@@ -38,11 +37,11 @@ exercises: setup
 	@$(PY) -m initlab.grading build
 
 book: exercises
-	@$(PY) scripts/build_book.py
+	@INITLAB_PROGRESS=0 $(PY) scripts/build_book.py
 
 test: exercises
 	@start=$$(date +%s); \
-	$(PY) -m pytest; status=$$?; \
+	INITLAB_PROGRESS=0 $(PY) -m pytest; status=$$?; \
 	echo "make test wall time: $$(( $$(date +%s) - start )) s"; exit $$status
 
 lab: setup

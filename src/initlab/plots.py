@@ -31,7 +31,7 @@ import numpy as np
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 __all__ = [
     "COLORS",
@@ -153,13 +153,14 @@ def _positive(arr: np.ndarray) -> np.ndarray:
 
 
 def _log_axis(ax: Axes, *arrays: np.ndarray) -> None:
-    """Log y axis; plain numbers ("0.4", "2") on it when the data span < 2 decades."""
+    """Log y axis; plain numbers ("0.4", "2") on it when the data span < 2 decades, and
+    minor ticks labelled only when they span less than one (else the labels overlap)."""
     ax.set_yscale("log")
     vals = np.concatenate([a[np.isfinite(a) & (a > 0)] for a in arrays]) if arrays else []
     if len(vals) and vals.max() / vals.min() < 100:
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain if vals.max() / vals.min() < 10 else NullFormatter())
 
 
 def _spans_decades(*arrays: np.ndarray) -> bool:
