@@ -40,6 +40,9 @@ def check(path: Path) -> list[str]:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 problems.append(f"cell {i} wrote to stderr: {out['text'].strip()[:200]!r}")
+            text = out.get("text", "") or "".join(out.get("data", {}).get("text/plain", ""))
+            if out.get("output_type") == "error" or "Traceback (most recent call last)" in text:
+                problems.append(f"cell {i} shows an error in its output: {text.strip()[-200:]!r}")
     print(f"{seconds:6.1f} s  {path}  {'OK' if not problems else 'FAILED'}")
     for p in problems:
         print(f"         - {p}")
