@@ -75,7 +75,7 @@ def describe_failures(log: str) -> list[str]:
 def main() -> int:
     start = time.perf_counter()
     current = source_hash()
-    if STAMP.exists() and STAMP.read_text().strip() != current or not STAMP.exists():
+    if not STAMP.exists() or STAMP.read_text().strip() != current:
         if CACHE.exists():
             print(f"src/initlab changed since the last build: clearing {CACHE.relative_to(ROOT)}")
         shutil.rmtree(CACHE, ignore_errors=True)
@@ -88,11 +88,18 @@ def main() -> int:
         "-n",
         "--keep-going",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+    # Stream Sphinx's output (one line per notebook executed) while keeping it for the report.
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    proc.wait()
+    log = "".join(lines)
     seconds = time.perf_counter() - start
-    log = proc.stdout + proc.stderr
     index = BUILD / "html" / "index.html"
     if proc.returncode != 0 or not index.exists():
         print("\nerror: the book build failed.", file=sys.stderr)
