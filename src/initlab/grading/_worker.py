@@ -34,6 +34,16 @@ GUARD_REPORT = (
 )
 
 
+def _notebook_name(nb: Any) -> str:
+    """The file name the init cell opens (``exercises.ipynb``, ``exercises_a.ipynb``, ...)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            found = re.search(r"otter\.Notebook\(\s*[\"']([\w.-]+\.ipynb)[\"']", cell.source)
+            if found:
+                return found.group(1)
+    return STUDENT_NOTEBOOK
+
+
 def _prepare(submission: Path, work: Path, nonce: str) -> Path:
     import nbformat
 
@@ -49,7 +59,7 @@ def _prepare(submission: Path, work: Path, nonce: str) -> Path:
         "display_name": "Python 3",
         "language": "python",
     }
-    out = work / STUDENT_NOTEBOOK  # the name the init cell's otter.Notebook(...) reads
+    out = work / _notebook_name(nb)  # the name the init cell's otter.Notebook(...) reads
     nbformat.write(nb, out)
     return out
 

@@ -1,11 +1,17 @@
-"""Serve MathJax 3 from the built site itself, so the book's math renders offline
-(and drop the duplicate inline scripts Sphinx 7.4 writes).
+"""The course's Sphinx extension: three fixes the book build needs.
 
+1. Serve MathJax 3 from the built site itself, so the book's math renders offline.
+2. Drop the duplicate inline scripts Sphinx 7.4 writes (a console error on every page).
+3. Let ``{glue:text}`` format NumPy scalars: under NumPy 2 a glued ``np.float64(0.5)`` is
+   stored as the text ``"np.float64(0.5)"``, which myst-nb cannot turn into a number.
+
+On (1):
 The files come from the pinned PyPI package ``django-static-mathjax`` (MathJax 3.2.2 as
 static files; Django is not needed). Only what ``tex-chtml.js`` loads is copied: the
 component, its CHTML web fonts and the TeX extensions it may autoload.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -60,7 +66,29 @@ def _dedupe_scripts(app: Sphinx, pagename, templatename, context, doctree) -> No
     context["script_files"] = unique
 
 
+_NUMPY_SCALAR = re.compile(r"^np\.(?:float|int|uint|bool_?)\w*\((.*)\)$", re.S)
+
+
+def _patch_glue_numpy_scalars() -> None:
+    from myst_nb.core import variables
+    from myst_nb.ext.glue import crossref, roles
+
+    original = variables.format_plain_text
+    if getattr(original, "_course_patched", False):
+        return
+
+    def format_plain_text(text: str, fmt_spec: str) -> str:
+        match = _NUMPY_SCALAR.match(text.strip())
+        return original(match.group(1) if match else text, fmt_spec)
+
+    format_plain_text._course_patched = True
+    for module in (variables, crossref, roles):
+        if hasattr(module, "format_plain_text"):
+            module.format_plain_text = format_plain_text
+
+
 def setup(app: Sphinx) -> dict:
+    _patch_glue_numpy_scalars()
     app.connect("config-inited", _set_path, priority=900)
     app.connect("build-finished", _copy)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
