@@ -21,7 +21,7 @@ import psutil
 import pytest
 from _notebooks import FIXTURES, apply_fixture, master_solutions, solved
 
-from initlab.grading import LeakError, check_no_leaks, grade
+from initlab.grading import LeakError, check_no_leaks, grade, masters, student_notebook
 from initlab.grading._build import build_chapter, solution_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,12 +174,24 @@ def test_no_solution_or_hidden_test_in_student_notebooks(
     assert len(sol) >= 5
     hidden = _hidden_only(hidden_test_sources)
     assert len(hidden) >= 5 and all(lines for _, lines in hidden)
-    for text in (built[1], *(p.read_text() for p in (ROOT / "chapters").glob("*/exercises.ipynb"))):
-        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+    for student in (ROOT / "chapters").glob("*/exercises*.ipynb"):
+        text = student.read_text()
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, student
+    # This master's solution lines and hidden tests, against its own student notebook (other
+    # chapters may legitimately share a generic line such as "with torch.no_grad():").
+    for text in (built[1], student_notebook(CHAPTER).read_text()):
         assert not [line for line in sol if line in text]
         for name, lines in hidden:
             assert name not in text
             assert not [s for s in lines if json.dumps(s)[1:-1] in text], name
+
+
+@pytest.mark.parametrize("chapter", sorted(masters()))
+def test_every_committed_student_notebook_passes_the_leak_check(chapter: str) -> None:
+    """Every exercise set: no marker, no solution line, no hidden test in the committed
+    student notebook (the check ``build`` runs before writing)."""
+    student = nbformat.read(student_notebook(chapter), as_version=4)
+    check_no_leaks(student, nbformat.read(masters()[chapter], as_version=4))
 
 
 def test_leak_check_catches_a_solution_line() -> None:

@@ -125,16 +125,29 @@ def _dotted(node: ast.AST) -> str:
     return ""
 
 
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+
+
+def _walk_run(tree: ast.Module):  # noqa: ANN202
+    """Like ``ast.walk``, but skip the bodies of functions and classes: a call there draws
+    nothing when the cell runs, only when the function is called later."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(c for c in ast.iter_child_nodes(node) if not isinstance(c, _DEFS))
+
+
 def _draws(tree: ast.Module, al: _Aliases) -> str | None:
     """Why the cell is expected to show a figure, or None."""
     context_managers = {
         id(item.context_expr)
-        for node in ast.walk(tree)
+        for node in _walk_run(tree)
         if isinstance(node, ast.With)
         for item in node.items
     }
     shows = closes = None
-    for node in ast.walk(tree):
+    for node in _walk_run(tree):
         if not isinstance(node, ast.Call) or id(node) in context_managers:
             continue
         name = _dotted(node.func)
@@ -152,7 +165,7 @@ def _draws(tree: ast.Module, al: _Aliases) -> str | None:
     show = next(
         (
             _dotted(n.func)
-            for n in ast.walk(tree)
+            for n in _walk_run(tree)
             if isinstance(n, ast.Call) and _dotted(n.func).rpartition(".")[2] == "show"
         ),
         None,

@@ -1,7 +1,7 @@
 """Fixtures for the checks of the rendered book: the site, its pages, one headless Chromium.
 
 The site is ``$INITLAB_SITE_DIR`` when set (a ``_build/html`` built elsewhere; its sources are
-read from two folders up), else the session's ``built_book`` fixture (tests/conftest.py).
+read from two folders up), else the session's ``built_book`` fixture (the top-level conftest.py).
 Pages come from that source tree's ``_toc.yml``, so a new chapter is checked automatically.
 
 Chromium: Debian's ``/usr/bin/chromium`` (or ``chromium`` on PATH), driven by Playwright with

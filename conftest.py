@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("INITLAB_PROGRESS", "0")
 
 _STAGES = ("tests/unit", "tests/grading", "chapters", "exercises", "tests/book", "tests/site")
@@ -25,8 +25,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if str(report.fspath).endswith(".ipynb"):
-        _notebook_seconds[report.fspath] += report.duration
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _notebook_seconds[path] += report.duration
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
