@@ -126,7 +126,7 @@ def zero_init_residual_(model: nn.Module) -> list[str]:
 
 
 def fixup_scale(num_blocks: int, layers_per_branch: int) -> float:
-    r"""Return Fixup's weight scale :math:`L^{-1/(2m-2)}` (Zhang, Dauphin & Ma 2019, eq. 2).
+    r"""Return Fixup's weight scale :math:`L^{-1/(2m-2)}` (Zhang, Dauphin & Ma 2019, Sec. 3).
 
     With :math:`L` residual blocks of :math:`m` layers each, scaling the (He-initialised)
     weights of all but the last layer of each branch by this factor, and zeroing the last,
@@ -188,7 +188,7 @@ def fixup_(model: nn.Module) -> dict[str, float]:
 class ReZero(nn.Module):
     r"""A residual block with a learnable zero-initialised gate: :math:`y = x + \alpha F(x)`.
 
-    ReZero (Bachlechner, Majumder, Mao, Cottrell & McAuley 2020, eq. 3): with
+    ReZero (Bachlechner, Majumder, Mao, Cottrell & McAuley 2020): with
     :math:`\alpha = 0` every block is the identity at initialisation, the input-output
     Jacobian is :math:`I`, and :math:`\alpha` learns how much of each branch to use.
 

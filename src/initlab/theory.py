@@ -2,8 +2,8 @@ r"""Predicted forward and backward variances of a network at initialisation (mea
 
 For a layer ``h = W x + b`` whose weights are i.i.d. with zero mean, and a wide
 network (so that every pre-activation is Gaussian over the weight ensemble), the
-pre-activation variance obeys the recursion of Poole et al. (2016, Eq. 3) and
-Schoenholz et al. (2017, Eq. 3)
+pre-activation variance obeys the length map of Poole et al. (2016) and
+Schoenholz et al. (2017, Sec. 2)
 
 .. math::
     q_{l+1} = \sigma_w^2 \, \mathbb{E}_{z\sim N(0,1)}\big[\phi(\sqrt{q_l}\, z)^2\big] + \sigma_b^2,
@@ -25,7 +25,7 @@ at 0, so kinks at 0 such as ReLU's are integrated exactly); derivatives come fro
 ``torch.autograd`` on the nodes, so any activation works.
 
 With the fixed point :math:`q^*` of the recursion, :math:`\chi_1 = \sigma_w^2
-\mathbb{E}[\phi'(\sqrt{q^*} z)^2]` (Poole et al. 2016; Schoenholz et al. 2017, Eq. 5)
+\mathbb{E}[\phi'(\sqrt{q^*} z)^2]` (Poole et al. 2016; Schoenholz et al. 2017, Sec. 2-3)
 multiplies the gradient variance per layer: :math:`\chi_1 < 1` vanishing (ordered
 phase), :math:`\chi_1 > 1` exploding (chaotic phase), :math:`\chi_1 = 1` critical.
 
@@ -221,7 +221,7 @@ def fixed_point(
 
 def chi1(phi: str | Callable, sigma_w2: float, sigma_b2: float = 0.0) -> float:
     r""":math:`\chi_1 = \sigma_w^2\, \mathbb{E}[\phi'(\sqrt{q^*} z)^2]` at the fixed point
-    :math:`q^*` (Poole et al. 2016; Schoenholz et al. 2017, Eq. 5).
+    :math:`q^*` (Poole et al. 2016; Schoenholz et al. 2017, Sec. 2-3).
 
     The factor by which the gradient variance grows per layer in a deep, wide network at
     its fixed point: < 1 vanishing, > 1 exploding, 1 critical. When :math:`q^* = 0` the
@@ -268,7 +268,7 @@ def _correlation_chi(fn: Callable, sigma_w2: float, sigma_b2: float, q: float) -
 
 def depth_scale(phi: str | Callable, sigma_w2: float, sigma_b2: float = 0.0) -> float:
     r"""The correlation depth scale :math:`\xi_c = -1/\log \chi_c` of Schoenholz et al. 2017
-    (Eq. 9): the number of layers over which the correlation between two inputs relaxes
+    (Sec. 3): the number of layers over which the correlation between two inputs relaxes
     to its fixed point, i.e. how deep information can travel.
 
     In the ordered phase (:math:`\chi_1 < 1`) the correlation fixed point is :math:`c^* = 1`
