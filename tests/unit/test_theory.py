@@ -11,14 +11,7 @@ from torch import nn
 from initlab import theory
 from initlab.residual import Residual
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matmuls on a shared 2-core machine run faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ACT = {"linear": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU}
