@@ -13,6 +13,7 @@ Modules (one per concept)::
     initlab.data         offline data sets
     initlab.plots        the course's figures
     initlab.grading      exercise build and grading
+    initlab.errors       the exceptions for bad arguments, and the rule they follow
 
 Submodules are imported on first use, so ``import initlab`` stays fast.
 """
@@ -33,9 +34,20 @@ _SUBMODULES = (
     "data",
     "plots",
     "grading",
+    "errors",
 )
 # Convenience re-exports: name -> submodule.
-_EXPORTS = {"lsuv_": "lsuv", "init_model_": "init", "fit": "train", "record": "diagnostics"}
+_EXPORTS = {
+    "lsuv_": "lsuv",
+    "init_model_": "init",
+    "fit": "train",
+    "record": "diagnostics",
+    "gaussian_expectation": "theory",
+    "format_table": "plots",
+    "residual_init_": "residual",
+    "ArgumentError": "errors",
+    "ArgumentTypeError": "errors",
+}
 
 __all__ = [*_SUBMODULES, *_EXPORTS]
 

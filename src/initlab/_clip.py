@@ -1,5 +1,5 @@
-r"""Private helpers of :mod:`initlab.train`: gradient clipping and normalisation (public
-there) and the argument checks of :func:`initlab.train.fit`.
+r"""Private helper of :mod:`initlab.train`: gradient clipping and normalisation (public
+there), on torch's public ``torch.nn.utils`` norms.
 
 Three ways to tame a gradient, and how they change its direction:
 
@@ -19,12 +19,13 @@ Three ways to tame a gradient, and how they change its direction:
   tensor; it remains a descent direction, no longer parallel to the gradient.
 """
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
+
+from initlab._checks import check_number
 
 __all__ = [
     "check_clip",
@@ -33,7 +34,6 @@ __all__ = [
     "clip_grads_",
     "normalize_grads_",
     "total_grad_norm",
-    "unpack_data",
 ]
 
 _Params = Iterable[torch.Tensor] | torch.Tensor
@@ -165,9 +165,9 @@ def clip_grads_(
 ) -> bool:
     """Clip gradients in place by ``("norm", max_norm)``, ``("value", v)`` or ``("agc", factor)``.
 
-    ``"norm"`` computes exactly what ``torch.nn.utils.clip_grad_norm_`` computes (the same
-    foreach norms, the same ``max_norm / (norm + 1e-6)`` coefficient clamped at 1), so the
-    clipped gradients are identical; ``"value"`` is ``torch.nn.utils.clip_grad_value_``;
+    ``"norm"`` is ``torch.nn.utils.clip_grads_with_norm_`` with the total norm that
+    ``torch.nn.utils.clip_grad_norm_`` computes (the ``max_norm / (norm + 1e-6)`` coefficient
+    clamped at 1), so the clipped gradients are identical; ``"value"`` is ``torch.nn.utils.clip_grad_value_``;
     ``"agc"`` is :func:`clip_grad_agc_`. ``None`` does nothing.
 
     Args:
@@ -195,59 +195,27 @@ def clip_grads_(
     if mode == "agc":
         return clip_grad_agc_(params, value)
     if mode == "value":
-        peak = torch.stack(torch._foreach_norm(grads, float("inf"))).max()
+        peak = nn.utils.get_total_norm(grads, float("inf"))
         nn.utils.clip_grad_value_(params, value)
         return bool(peak > value)
     if total_norm is None:
         total_norm = total_grad_norm(grads)[0]
-    coef = value / (total_norm + 1e-6)
-    torch._foreach_mul_(grads, torch.clamp(coef, max=1.0))
-    return bool(coef < 1.0)
+    nn.utils.clip_grads_with_norm_(params, value, total_norm)
+    return bool(value / (total_norm + 1e-6) < 1.0)  # the coefficient torch clamps at 1
 
 
 def total_grad_norm(grads: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The total L2 norm of ``grads`` and the per-tensor norms (as ``clip_grad_norm_``)."""
     if not grads:
         return torch.zeros(()), []
-    norms = list(torch._foreach_norm(grads, 2.0))
+    norms = [torch.linalg.vector_norm(g, 2.0) for g in grads]
     return torch.linalg.vector_norm(torch.stack(norms), 2.0), norms
 
 
-def unpack_data(data: Any) -> tuple[torch.Tensor, ...]:
-    """``data`` of :func:`initlab.train.fit` as 2 or 4 tensors, checked."""
-    if not isinstance(data, Sequence) or len(data) not in (2, 4):
-        raise ValueError(
-            "data must be a Dataset or a tuple (X, y) or (X_train, y_train, X_test, y_test), "
-            f"got {type(data).__name__}"
-            + (f" of length {len(data)}" if isinstance(data, Sequence) else "")
-        )
-    names = ("X_train", "y_train", "X_test", "y_test")
-    try:
-        tensors = tuple(torch.as_tensor(v) for v in data)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"data cannot be converted to tensors: {err}") from None
-    for i in range(0, len(tensors), 2):
-        X, y = tensors[i], tensors[i + 1]
-        if X.dim() == 0 or y.dim() == 0 or len(X) != len(y):
-            raise ValueError(
-                f"data: {names[i]} and {names[i + 1]} must have the same number of samples, "
-                f"got shapes {tuple(X.shape)} and {tuple(y.shape)}"
-            )
-        if len(X) == 0:
-            raise ValueError(f"data: {names[i]} is empty")
-    if len(tensors) == 4 and tensors[2].shape[1:] != tensors[0].shape[1:]:
-        raise ValueError(
-            f"data: X_test has samples of shape {tuple(tensors[2].shape[1:])}, "
-            f"X_train of shape {tuple(tensors[0].shape[1:])}"
-        )
-    return tensors
+def __getattr__(name: str) -> Any:
+    # fit's data checks moved to initlab._fit_setup; the old import path keeps working.
+    if name == "unpack_data":
+        from initlab._fit_setup import unpack_data
 
-
-def check_number(name: str, value: Any, *, integer: bool = False, zero_ok: bool = False) -> None:
-    """Check that ``value`` is a finite number > 0 (or >= 0 with ``zero_ok``)."""
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero_ok):
-        what = "integer" if integer else "finite number"
-        sign = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{name} must be a {what} {sign}, got {value!r}")
+        return unpack_data
+    raise AttributeError(f"module 'initlab._clip' has no attribute {name!r}")

@@ -6,10 +6,7 @@ Private helper of :mod:`initlab.init`; import both from there.
 import math
 from collections.abc import Callable
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
+from initlab._activations import resolve
 from initlab._quadrature import gaussian_expectation
 
 LINEAR_FNS = (
@@ -78,27 +75,6 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     )
 
 
-def _resolve(fn: Callable | str) -> Callable:
-    if isinstance(fn, str):
-        if fn in ("linear", "identity"):
-            return lambda z: z
-        for namespace in (F, torch):
-            f = getattr(namespace, fn, None)
-            if callable(f):
-                return f
-        raise ValueError(
-            f"fn {fn!r} is not a function of torch.nn.functional or torch; pass a callable"
-        )
-    if not callable(fn):
-        raise TypeError(f"fn must be a callable or a function name, got {type(fn).__name__}")
-    if isinstance(fn, np.ufunc):  # NumPy ufuncs on torch tensors are deprecated
-        return lambda z: fn(np.asarray(z))
-    if isinstance(fn, torch.nn.Module):
-        dtype = next((p.dtype for p in fn.parameters()), torch.float64)
-        return lambda z: fn(z.to(dtype)).double()
-    return fn
-
-
 def gain_for(fn: Callable | str) -> float:
     r"""Return the second-moment gain :math:`1/\sqrt{\mathbb{E}[f(z)^2]}`, :math:`z\sim N(0,1)`.
 
@@ -108,7 +84,7 @@ def gain_for(fn: Callable | str) -> float:
     variance map of He et al. (2015, eq. 10), :math:`\operatorname{Var}[y_l] =
     n_l\operatorname{Var}[w_l]\,\mathbb{E}[f(y_{l-1})^2]`, evaluated at unit variance. The
     expectation is computed by Gauss-Hermite quadrature
-    (:func:`initlab._quadrature.gaussian_expectation`) for any function.
+    (:func:`initlab.theory.gaussian_expectation`) for any function.
 
     It agrees with :func:`calculate_gain` for ``relu`` (:math:`\sqrt2`) and ``leaky_relu``,
     and differs where torch's values are set by hand: ``tanh`` gives about 1.5925 (torch:
@@ -117,16 +93,19 @@ def gain_for(fn: Callable | str) -> float:
     ``sigmoid`` about 1.846 (torch: 1; the second moment includes the nonzero mean).
 
     Args:
-        fn: a callable (NumPy or torch function, ``nn.Module``), or the name of a
-            ``torch.nn.functional``/``torch`` function (``"linear"`` is the identity).
+        fn: a callable (NumPy or torch function, ``nn.Module``), or an activation name:
+            a key of :data:`initlab.models.ACTIVATIONS` (``"scaled_sigmoid"``, ...) or a
+            ``torch.nn.functional``/``torch`` function (``"linear"`` is the identity), the same
+            names :func:`initlab.theory.chi1` takes.
 
     Example:
+        >>> import torch
         >>> round(gain_for(torch.relu), 6)
         1.414214
         >>> round(gain_for("tanh"), 4)
         1.5925
     """
-    f = _resolve(fn)
+    f = resolve(fn, "fn")
     second_moment = gaussian_expectation(lambda z: f(z) ** 2)
     if not (math.isfinite(second_moment) and second_moment > 0):
         raise ValueError(

@@ -1,6 +1,7 @@
 """``init_model_``: one named scheme for every Linear/Conv layer of a model.
 
-Private helper of :mod:`initlab.init`; import :func:`init_model_` from there.
+Private helper of :mod:`initlab.init`; import :func:`init_model_` from there. It draws through
+the variance-scaling core (:mod:`initlab._scaling`) and imports nothing from ``initlab.init``.
 """
 
 import math
@@ -9,6 +10,12 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from initlab._checks import check_positive
+from initlab._fans import fans
+from initlab._gain import calculate_gain, gain_for
+from initlab._scaling import draw_, std_from_fan
+from initlab._structured import orthogonal_
 
 
 class LayerInit(NamedTuple):
@@ -50,8 +57,6 @@ SCHEMES = {
 
 
 def _gain(nonlinearity: str | Callable | None) -> float:
-    from initlab.init import calculate_gain, gain_for
-
     if nonlinearity is None:
         return 1.0
     if isinstance(nonlinearity, str):
@@ -69,6 +74,8 @@ def init_model_(
     nonlinearity: str | Callable | None = None,
     bias: float | None = 0.0,
     generator: torch.Generator | None = None,
+    *,
+    scale: float = 1.0,
 ) -> InitSummary:
     r"""Initialise every ``Linear``/``Conv*``/``ConvTranspose*`` weight of ``model`` in place.
 
@@ -99,6 +106,9 @@ def init_model_(
             ``"xavier_normal"`` alone is Glorot & Bengio's :math:`\sigma^2 = 2/(n_{in}+n_{out})`.
         bias: the value every bias is set to, or ``None`` to leave biases alone
         generator: the torch Generator to sample from (default: None)
+        scale: a factor (> 0) on every weight's standard deviation, e.g. ``3 ** -0.5`` with
+            ``"lecun_uniform"`` for PyTorch's default :math:`\mathcal{U}(-1/\sqrt{n_{in}},
+            1/\sqrt{n_{in}})` (variance :math:`1/(3 n_{in})`)
 
     Returns:
         An :class:`InitSummary` (prints as a table): name, shape, fan_in, fan_out, target std.
@@ -111,14 +121,13 @@ def init_model_(
         0                        [8, 4]                     4       8     0.7071
         2                        [2, 8]                     8       2        0.5
     """
-    from initlab.init import constant_, fans, orthogonal_, variance_scaling_
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
     if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
         raise TypeError(f"bias must be a real number or None, got {bias!r}")
+    scale = check_positive("scale", scale)
     mode, distribution, uses_gain = SCHEMES[scheme]
     if nonlinearity is None and scheme.startswith("kaiming"):
         nonlinearity = "relu"
@@ -140,18 +149,13 @@ def init_model_(
         fan_in, fan_out = fans(m)
         w = m.weight
         if scheme == "orthogonal":
-            orthogonal_(w, gain, generator=generator)
-            std = gain / math.sqrt(max(w.size(0), w.numel() // max(w.size(0), 1)))
+            orthogonal_(w, gain * scale, generator=generator)
+            std = gain * scale / math.sqrt(max(w.size(0), w.numel() // max(w.size(0), 1)))
         else:
-            groups = getattr(m, "groups", 1)
-            transposed = bool(getattr(m, "transposed", False))
-            variance_scaling_(
-                w, gain**2, mode, distribution, groups=groups, transposed=transposed,
-                generator=generator,
-            )  # fmt: skip
-            fan = {"fan_in": fan_in, "fan_avg": (fan_in + fan_out) / 2}[mode]
-            std = gain / math.sqrt(fan)
+            std = std_from_fan(gain * scale, fan_in, fan_out, mode)
+            draw_(w, std, distribution, generator)
         if bias is not None and m.bias is not None:
-            constant_(m.bias, float(bias))
+            with torch.no_grad():
+                m.bias.fill_(float(bias))
         summary.append(LayerInit(name, tuple(w.shape), fan_in, fan_out, std))
     return summary

@@ -1,7 +1,7 @@
 """The mean-field walk behind :func:`initlab.theory.predict` (private).
 
 A network is turned into a list of ops (``_Lin``, ``_Elem``, ``_Norm``, ``_Res``), and
-``_walk`` propagates second moments forward and returns closures that propagate gradient
+``walk`` propagates second moments forward and returns closures that propagate gradient
 variances backward. See :mod:`initlab.theory` for the equations and assumptions.
 """
 
@@ -16,15 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from initlab._activations import identity, resolve
 from initlab._quadrature import gaussian_expectation
 from initlab.diagnostics import _is_activation
 from initlab.residual import Residual
 
-_NODES = 200  # even: no quadrature node sits on a kink at 0
-
-
-def _identity(h: Any) -> Any:
-    return h
+NODES = 200  # even: no quadrature node sits on a kink at 0
 
 
 def _compose(fn: Callable, prev: Callable) -> Callable:
@@ -35,40 +32,6 @@ def _affine(prev: Callable, mu: float, c: float, shift: float) -> Callable:
     return lambda h: c * (prev(h) - mu) + shift
 
 
-def _resolve(phi: str | Callable, argname: str = "phi") -> Callable:
-    """An activation given by name (``initlab.models.ACTIVATIONS`` or torch) or callable."""
-    if isinstance(phi, str):
-        if phi == "linear":
-            return _identity
-        table: dict = {}
-        try:
-            from initlab.models import ACTIVATIONS as table  # noqa: N811 (lazy, optional)
-        except ImportError:
-            pass
-        fn = table.get(phi) or getattr(torch, phi, None) or getattr(nn.functional, phi, None)
-        if fn is None:
-            raise ValueError(f"{argname}={phi!r} is not a known activation name")
-        if isinstance(fn, type) and issubclass(fn, nn.Module):
-            fn = fn()
-        return fn
-    if isinstance(phi, np.ufunc):
-        return _numpy_only(phi)
-    if callable(phi):
-        return phi
-    raise TypeError(f"{argname} must be an activation name or a callable, got {type(phi).__name__}")
-
-
-def _numpy_only(fn: Callable) -> Callable:
-    """Make ``gaussian_expectation`` take its NumPy path (and ``_dsq`` its difference quotient)."""
-
-    def g(h: Any) -> Any:
-        if isinstance(h, torch.Tensor):
-            raise TypeError("a NumPy function")
-        return fn(h)
-
-    return g
-
-
 def _call_numpy(f: Callable, x: np.ndarray) -> np.ndarray:
     try:
         y = f(torch.from_numpy(x))
@@ -77,10 +40,10 @@ def _call_numpy(f: Callable, x: np.ndarray) -> np.ndarray:
     return y.detach().double().numpy() if isinstance(y, torch.Tensor) else np.asarray(y, float)
 
 
-def _second_moment(f: Callable, q: float) -> float:
-    if f is _identity:
+def second_moment(f: Callable, q: float) -> float:
+    if f is identity:
         return q
-    return gaussian_expectation(lambda h: f(h) ** 2, std=math.sqrt(q), n=_NODES)
+    return gaussian_expectation(lambda h: f(h) ** 2, std=math.sqrt(q), n=NODES)
 
 
 def _dsq(f: Callable) -> Callable:
@@ -101,10 +64,10 @@ def _dsq(f: Callable) -> Callable:
     return g
 
 
-def _grad_factor(f: Callable, q: float) -> float:
-    if f is _identity:
+def grad_factor(f: Callable, q: float) -> float:
+    if f is identity:
         return 1.0
-    return gaussian_expectation(_dsq(f), std=math.sqrt(q), n=_NODES)
+    return gaussian_expectation(_dsq(f), std=math.sqrt(q), n=NODES)
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -137,12 +100,12 @@ class _Res:
     scale: float
 
 
-def _ops_from_module(module: nn.Module, name: str) -> list:
+def ops_from_module(module: nn.Module, name: str) -> list:
     join = (lambda c: f"{name}.{c}") if name else (lambda c: c)
     if isinstance(module, Residual):
-        return [_Res(_ops_from_module(module.branch, join("branch")), module.branch_scale)]
+        return [_Res(ops_from_module(module.branch, join("branch")), module.branch_scale)]
     if isinstance(module, nn.Sequential):
-        return [op for c, m in module.named_children() for op in _ops_from_module(m, join(c))]
+        return [op for c, m in module.named_children() for op in ops_from_module(m, join(c))]
     if isinstance(module, nn.Linear) or (
         isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
     ):
@@ -190,7 +153,7 @@ def _params(module: nn.Module) -> list:
     return list(module.parameters(recurse=False))
 
 
-def _walk(ops: list, q: float, f: Callable, layers: list[dict]) -> tuple[float, Callable, list]:
+def walk(ops: list, q: float, f: Callable, layers: list[dict]) -> tuple[float, Callable, list]:
     """Forward pass of the second moments; returns the final state and backward closures.
 
     The signal is represented as ``f(sqrt(q) z)``, z ~ N(0, 1): ``q`` is the variance of
@@ -205,13 +168,13 @@ def _walk(ops: list, q: float, f: Callable, layers: list[dict]) -> tuple[float, 
             if op.running is not None:
                 mu, var = op.running
             elif op.center:
-                mu = gaussian_expectation(f, std=math.sqrt(q), n=_NODES)
-                var = _second_moment(f, q) - mu**2
+                mu = gaussian_expectation(f, std=math.sqrt(q), n=NODES)
+                var = second_moment(f, q) - mu**2
             else:
-                mu, var = 0.0, _second_moment(f, q)
+                mu, var = 0.0, second_moment(f, q)
             f = _affine(f, mu, math.sqrt(op.gain2 / (var + op.eps)), op.shift)
         elif isinstance(op, _Lin):
-            m, chain = _second_moment(f, q), _grad_factor(f, q)
+            m, chain = second_moment(f, q), grad_factor(f, q)
             back.append(lambda g, k=chain: k * g)
             entry = {
                 "name": op.name,
@@ -225,14 +188,14 @@ def _walk(ops: list, q: float, f: Callable, layers: list[dict]) -> tuple[float, 
             }
             layers.append(entry)
             back.append(lambda g, e=entry, k=op.fan_out * op.mean_w2: e.update(backward=g) or k * g)
-            q, f = entry["forward"], _identity
+            q, f = entry["forward"], identity
         elif isinstance(op, _Res):
             # The block input is treated as Gaussian with its second moment; the branch
             # output is independent of it, so the second moments add.
-            m, chain = _second_moment(f, q), _grad_factor(f, q)
+            m, chain = second_moment(f, q), grad_factor(f, q)
             back.append(lambda g, k=chain: k * g)
-            qb, fb, back_b = _walk(op.ops, m, _identity, layers)
-            mb, chain_b = _second_moment(fb, qb), _grad_factor(fb, qb)
+            qb, fb, back_b = walk(op.ops, m, identity, layers)
+            mb, chain_b = second_moment(fb, qb), grad_factor(fb, qb)
 
             def res_back(g: float, s2: float = op.scale**2, kb=chain_b, bb=back_b) -> float:
                 gb = s2 * kb * g
@@ -241,11 +204,11 @@ def _walk(ops: list, q: float, f: Callable, layers: list[dict]) -> tuple[float, 
                 return g + gb
 
             back.append(res_back)
-            q, f = m + op.scale**2 * mb, _identity
+            q, f = m + op.scale**2 * mb, identity
     return q, f, back
 
 
-def _ops_from_spec(spec: Sequence) -> list:
+def ops_from_spec(spec: Sequence) -> list:
     ops: list = []
     keys = ("fan_in", "fan_out", "sigma_w2", "sigma_b2", "activation")
     prev_out = None
@@ -280,7 +243,13 @@ def _ops_from_spec(spec: Sequence) -> list:
             )
         )
         if d["activation"] not in (None, "linear"):
-            ops.append(_Elem(_resolve(d["activation"], f"spec[{k}] activation")))
+            ops.append(_Elem(resolve(d["activation"], f"spec[{k}] activation")))
     if not ops:
         raise ValueError("spec must hold at least one layer")
     return ops
+
+
+# The names this module had before theory imported only public ones; kept for old imports.
+_NODES, _resolve, _identity = NODES, resolve, identity
+_second_moment, _grad_factor, _walk = second_moment, grad_factor, walk
+_ops_from_module, _ops_from_spec = ops_from_module, ops_from_spec

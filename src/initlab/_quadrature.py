@@ -1,4 +1,5 @@
-"""Gaussian expectations by Gauss–Hermite quadrature (shared by ``init`` and ``theory``).
+"""Gaussian expectations by Gauss–Hermite quadrature (private; public as
+:func:`initlab.theory.gaussian_expectation`, shared by ``init`` and ``theory``).
 
 For z ~ N(0, 1), E[f(z)] = (1/sqrt(pi)) * sum_i w_i f(sqrt(2) x_i), where (x_i, w_i) are the
 nodes and weights of the physicists' Gauss–Hermite rule (exact for polynomials of degree
@@ -12,13 +13,19 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from initlab._checks import ArgumentTypeError, check_int, check_real
+
 DEFAULT_NODES = 201
 
 
 @lru_cache(maxsize=8)
-def _rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_hermite_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the n-point rule for E[f(z)], z ~ N(0, 1): sum(w * f(z))."""
     x, w = np.polynomial.hermite.hermgauss(n)
     return np.sqrt(2.0) * x, w / np.sqrt(np.pi)
+
+
+_rule = gauss_hermite_rule  # the old private name
 
 
 def gaussian_expectation(
@@ -34,12 +41,11 @@ def gaussian_expectation(
         1.0
     """
     if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
-    if not (isinstance(n, int) and n >= 2):
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if std < 0:
+        raise ArgumentTypeError(f"f must be callable, got {type(f).__name__}")
+    check_int("n", n, 2)
+    if check_real("std", std) < 0:
         raise ValueError(f"std must be >= 0, got {std!r}")
-    z, w = _rule(n)
+    z, w = gauss_hermite_rule(n)
     x = mean + std * z
     try:
         y = f(torch.from_numpy(x))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 import torch
+
+from initlab._table import format_table
 
 
 @dataclass
@@ -38,21 +39,6 @@ class LayerRecord:
 
 _TABLE_FIELDS = [f.name for f in fields(LayerRecord) if f.name not in ("output", "grad")]
 _NUMERIC_FIELDS = _TABLE_FIELDS[3:]
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.3g}"
-    return str(v)
-
-
-def format_table(header: list[str], rows: list[list[Any]]) -> str:
-    """Plain-text table with right-aligned columns (shared with ``initlab.theory``)."""
-    cells = [header] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 class Records(list):

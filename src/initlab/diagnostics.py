@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initlab._records import LayerRecord, Records
+from initlab.models import ScaledSigmoid
 from initlab.residual import Residual
 
 __all__ = [
@@ -85,7 +86,7 @@ def _saturated_fraction(module: nn.Module, y: torch.Tensor) -> float:
         return ((y < 1 - t) | (y > t)).float().mean().item()
     if isinstance(module, nn.Hardtanh):
         return (y.abs() > t * module.max_val).float().mean().item()
-    if type(module).__name__ == "ScaledSigmoid":  # 4*sigmoid(x) - 2
+    if isinstance(module, ScaledSigmoid):  # 4*sigmoid(x) - 2
         return (y.abs() > 2 * (2 * t - 1)).float().mean().item()
     return math.nan
 

@@ -11,7 +11,7 @@ algorithm is the same. Deliberate differences, each documented where it happens:
   global generator); with ``generator=None`` it equals torch.
 * Zero-element and meta tensors are a no-op returning the same object everywhere.
 * Bad arguments are ``ValueError``/``TypeError`` naming the argument; where torch's tensor
-  op would raise a ``RuntimeError`` the error is an :class:`~initlab._checks.ArgumentError`,
+  op would raise a ``RuntimeError`` the error is an :class:`~initlab.errors.ArgumentError`,
   which is both.
 
 The additions: :func:`variance_scaling_` (the core that ``xavier_*``, ``kaiming_*`` and
@@ -27,13 +27,19 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from initlab import _truncnorm
 from initlab._checks import ArgumentError, check_positive, check_real, check_tensor, skip
-from initlab._fans import FAN_MODES, correct_fan, fan_in_and_fan_out, fans
+from initlab._fans import FAN_MODES, correct_fan, fan_in_and_fan_out, fans  # noqa: F401
 from initlab._gain import calculate_gain, gain_for
-from initlab._init_model import init_model_
+from initlab._init_model import InitSummary, LayerInit, init_model_
+from initlab._scaling import (
+    DISTRIBUTIONS,
+    TRUNCATED_STD,
+    check_distribution,
+    draw_,
+    std_from_fan,
+)
 from initlab._structured import dirac_, eye_, orthogonal_, sparse_
-from initlab._truncnorm import trunc_normal_
+from initlab._truncnorm import trunc_normal_, truncated_std
 
 __all__ = [
     "calculate_gain",
@@ -58,12 +64,15 @@ __all__ = [
     "fan_in_and_fan_out",
     "fans",
     "init_model_",
+    "InitSummary",
+    "LayerInit",
+    "truncated_std",
+    "TRUNCATED_STD",
+    "DISTRIBUTIONS",
+    "ArgumentError",
 ]
 
 Distribution = Literal["normal", "truncated_normal", "uniform"]
-DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
-#: Standard deviation of N(0, 1) truncated to [-2, 2], computed from erf (about 0.8796).
-TRUNCATED_STD = _truncnorm.truncated_std(-2.0, 2.0)
 
 
 def _torch_function(fn, tensor: Tensor, **kwargs):  # noqa: ANN001, ANN202
@@ -168,36 +177,6 @@ def zeros_(tensor: Tensor) -> Tensor:
         return tensor.zero_()
 
 
-def _std(gain: float, fan_in: float, fan_out: float, mode: str) -> float:
-    # Written exactly as torch computes it, so the wrappers stay bit-identical to torch.
-    if mode == "fan_avg":
-        return gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return gain / math.sqrt(fan_in if mode == "fan_in" else fan_out)
-
-
-def _scale_(
-    tensor: Tensor,
-    gain: float,
-    mode: str,
-    distribution: str,
-    fan_in: int,
-    fan_out: int,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """The core: draw zero-mean values with std ``gain / sqrt(fan)`` from ``distribution``."""
-    if skip(tensor):
-        return tensor
-    std = _std(gain, fan_in, fan_out, mode)
-    with torch.no_grad():
-        if distribution == "uniform":
-            bound = math.sqrt(3.0) * std  # U(-b, b) has variance b^2 / 3
-            return tensor.uniform_(-bound, bound, generator=generator)
-        if distribution == "normal":
-            return tensor.normal_(0, std, generator=generator)
-        s = std / TRUNCATED_STD  # N(0, s^2) cut at +-2s has standard deviation std
-        return _truncnorm.sample_(tensor, 0.0, s, -2.0 * s, 2.0 * s, generator)
-
-
 def variance_scaling_(
     tensor: Tensor,
     scale: float = 1.0,
@@ -244,10 +223,8 @@ def variance_scaling_(
     check_tensor(tensor)
     scale = check_positive("scale", scale)
     fan_in, fan_out = fan_in_and_fan_out(tensor, groups=groups, transposed=transposed)
-    correct_fan(fan_in, fan_out, mode, FAN_MODES)
-    if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {list(DISTRIBUTIONS)}, got {distribution!r}")
-    return _scale_(tensor, math.sqrt(scale), mode.lower(), distribution, fan_in, fan_out, generator)
+    std = std_from_fan(math.sqrt(scale), fan_in, fan_out, mode)
+    return draw_(tensor, std, check_distribution(distribution), generator)
 
 
 def xavier_uniform_(
@@ -288,7 +265,7 @@ def _xavier(tensor: Tensor, gain: float, distribution: str, generator) -> Tensor
     fan_in, fan_out = fan_in_and_fan_out(tensor)
     if check_real("gain", gain) < 0:
         raise ArgumentError(f"gain must be >= 0, got {gain!r}")
-    return _scale_(tensor, gain, "fan_avg", distribution, fan_in, fan_out, generator)
+    return draw_(tensor, std_from_fan(gain, fan_in, fan_out, "fan_avg"), distribution, generator)
 
 
 def kaiming_uniform_(
@@ -344,9 +321,9 @@ def _kaiming(tensor, a, mode, nonlinearity, distribution, generator) -> Tensor: 
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
         return tensor
     fan_in, fan_out = fan_in_and_fan_out(tensor)
-    correct_fan(fan_in, fan_out, mode, ("fan_in", "fan_out"))
     gain = calculate_gain(nonlinearity, a)
-    return _scale_(tensor, gain, mode.lower(), distribution, fan_in, fan_out, generator)
+    std = std_from_fan(gain, fan_in, fan_out, mode, ("fan_in", "fan_out"))
+    return draw_(tensor, std, distribution, generator)
 
 
 def lecun_uniform_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:

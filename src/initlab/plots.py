@@ -13,6 +13,7 @@ No function calls ``plt.show()``.
   mean-field prediction (:func:`initlab.theory.predict`) drawn over it.
 * :func:`training_curves` -- loss per step and test accuracy per epoch of several runs.
 * :func:`signal_propagation_plot` -- Brock, De & Smith (2021)'s signal propagation plots.
+* :func:`format_table` -- the plain-text table every printed result uses.
 
 Example:
     >>> fig = variance_vs_depth([1.0, 0.5, 0.25], predicted=[1.0, 0.5, 0.25])
@@ -33,6 +34,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from initlab._table import format_table
+
 __all__ = [
     "COLORS",
     "STYLE",
@@ -41,6 +44,7 @@ __all__ = [
     "variance_vs_depth",
     "training_curves",
     "signal_propagation_plot",
+    "format_table",
 ]
 
 #: Okabe & Ito's colour-blind-safe palette, in the order the figures use it.

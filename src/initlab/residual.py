@@ -6,6 +6,8 @@ stack starts as (close to) the identity map and neither signal nor gradient expl
 
 * :func:`zero_init_residual_`: zero the last norm gain (or the last layer) of every branch,
   as torchvision's ``zero_init_residual`` (Goyal et al. 2017).
+* :func:`residual_init_`: He where a layer reads a ReLU's output, LeCun where it reads the
+  residual stream or the input, so every branch preserves the variance it is given.
 * :func:`fixup_scale`, :func:`fixup_`: Fixup (Zhang, Dauphin & Ma 2019).
 * :class:`ReZero`: :math:`y = x + \alpha F(x)`, :math:`\alpha = 0` (Bachlechner et al. 2020).
 * :class:`SkipInit`: a scalar gate :math:`\alpha x`, :math:`\alpha = 0`, for the end of a
@@ -16,8 +18,19 @@ import torch
 from torch import nn
 
 from initlab._checks import check_int, check_real
+from initlab._fans import fans
+from initlab._init_model import InitSummary, init_model_
+from initlab._scaling import draw_, std_from_fan
 
-__all__ = ["Residual", "ReZero", "SkipInit", "zero_init_residual_", "fixup_scale", "fixup_"]
+__all__ = [
+    "Residual",
+    "ReZero",
+    "SkipInit",
+    "residual_init_",
+    "zero_init_residual_",
+    "fixup_scale",
+    "fixup_",
+]
 
 _NORMS = (
     nn.modules.batchnorm._NormBase,
@@ -123,6 +136,71 @@ def zero_init_residual_(model: nn.Module) -> list[str]:
         _zero_(last[1])
         zeroed.append(f"{name}.branch.{last[0]}" if last[0] else f"{name}.branch")
     return zeroed
+
+
+def residual_init_(
+    model: nn.Module, *, bias: float | None = 0.0, generator: torch.Generator | None = None
+) -> InitSummary:
+    r"""He on every layer that reads a ReLU's output, LeCun on the rest, in place.
+
+    In a residual network (He et al. 2016) a layer reads either a ReLU's output, whose second
+    moment is half its input's, or the input / the residual stream, which no ReLU has halved.
+    He's :math:`\operatorname{Var}[w] = 2/n_\text{in}` (He et al. 2015, eq. 10) keeps the
+    first kind variance-preserving, LeCun's :math:`1/n_\text{in}` (LeCun et al. 1998, sec.
+    4.6) the second. The rule, for models built like :func:`initlab.models.mlp` with
+    ``residual=True`` (a stem, :class:`Residual` or :class:`ReZero` blocks, a head):
+
+    * LeCun normal: every ``Linear``/``Conv`` outside the residual branches (the stem and the
+      head) and the first ``Linear``/``Conv`` of every branch (it reads the stream);
+    * He normal (gain :math:`\sqrt2`): every other ``Linear``/``Conv``.
+
+    Each branch then adds :math:`q` to a stream of second moment :math:`q`: without a branch
+    scale the stream doubles per block, which :mod:`initlab.residual`'s remedies undo.
+
+    The draws are ``init_model_(model, "kaiming_normal", "relu", bias, generator)`` followed by
+    LeCun redraws in the order stem, head, first layer of each block, so a seeded call equals
+    that sequence written out by hand.
+
+    Args:
+        model: a module with at least one :class:`Residual` or :class:`ReZero` block
+        bias: the value every bias is set to, or ``None`` to leave biases alone
+        generator: the torch Generator to sample from (default: None)
+
+    Returns:
+        An :class:`~initlab.init.InitSummary` with each layer's target std.
+
+    Example:
+        >>> from initlab.models import mlp
+        >>> net = mlp(16, 16, depth=2, out_features=4, residual=True)
+        >>> print(residual_init_(net))  # doctest: +NORMALIZE_WHITESPACE
+        layer                    shape                 fan_in fan_out        std
+        ------------------------------------------------------------------------
+        stem                     [16, 16]                  16      16       0.25
+        block1.branch.linear1    [16, 16]                  16      16       0.25
+        block1.branch.linear2    [16, 16]                  16      16     0.3536
+        block2.branch.linear1    [16, 16]                  16      16       0.25
+        block2.branch.linear2    [16, 16]                  16      16     0.3536
+        head                     [4, 16]                   16       4       0.25
+    """
+    blocks = _residual_blocks(model)
+    summary = init_model_(model, "kaiming_normal", "relu", bias, generator)
+    inside = {id(m) for _, block in blocks for m in block.branch.modules()}
+    outside = [m for m in model.modules() if isinstance(m, _LAYERS) and id(m) not in inside]
+    firsts = [
+        next((m for m in block.branch.modules() if isinstance(m, _LAYERS)), None)
+        for _, block in blocks
+    ]
+    lecun = outside + [m for m in firsts if m is not None]
+    std_of = {}
+    for m in lecun:
+        fan_in, fan_out = fans(m)
+        std_of[id(m)] = std_from_fan(1.0, fan_in, fan_out, "fan_in")
+        draw_(m.weight, std_of[id(m)], "normal", generator)
+    names = {name or type(m).__name__: m for name, m in model.named_modules()}
+    return InitSummary(
+        row._replace(std=std_of[id(names[row.name])]) if id(names[row.name]) in std_of else row
+        for row in summary
+    )
 
 
 def fixup_scale(num_blocks: int, layers_per_branch: int) -> float:

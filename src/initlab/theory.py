@@ -20,7 +20,7 @@ and the variance of the back-propagated gradient obeys
 (the gradient-independence assumption of Schoenholz et al. 2017, Sec. 5).
 :math:`\sigma_w^2` and :math:`\sigma_b^2` are read from the model's actual weights, so
 :func:`predict` works for any initialisation scheme. Gaussian expectations use
-:func:`initlab._quadrature.gaussian_expectation` with an even number of nodes (no node
+:func:`gaussian_expectation` (re-exported here) with an even number of nodes (no node
 at 0, so kinks at 0 such as ReLU's are integrated exactly); derivatives come from
 ``torch.autograd`` on the nodes, so any activation works.
 
@@ -45,17 +45,17 @@ import torch
 from scipy.optimize import brentq
 from torch import nn
 
+from initlab._activations import resolve
 from initlab._meanfield import (
-    _NODES,
-    _grad_factor,
-    _ops_from_module,
-    _ops_from_spec,
-    _resolve,
-    _second_moment,
-    _walk,
+    NODES,
+    grad_factor,
+    ops_from_module,
+    ops_from_spec,
+    second_moment,
+    walk,
 )
-from initlab._quadrature import _rule
-from initlab._records import format_table
+from initlab._quadrature import gauss_hermite_rule, gaussian_expectation
+from initlab._table import format_table
 from initlab.diagnostics import record
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "fixed_point",
     "depth_scale",
     "critical_sigma_w2",
+    "gaussian_expectation",
 ]
 
 
@@ -140,19 +141,19 @@ def predict(
         if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
             raise ValueError(f"{arg} must be a finite number >= 0, got {v!r}")
     if isinstance(model_or_spec, nn.Module):
-        ops = _ops_from_module(model_or_spec, "")
+        ops = ops_from_module(model_or_spec, "")
     elif isinstance(model_or_spec, Sequence) and not isinstance(model_or_spec, str):
-        ops = _ops_from_spec(model_or_spec)
+        ops = ops_from_spec(model_or_spec)
     else:
         raise TypeError(
             f"model_or_spec must be an nn.Module or a list of layer specs, "
             f"got {type(model_or_spec).__name__}"
         )
     layers: list[dict] = []
-    q, f, back = _walk(ops, float(input_var), lambda h: h + input_mean, layers)
+    q, f, back = walk(ops, float(input_var), lambda h: h + input_mean, layers)
     if not layers:
         raise ValueError("model_or_spec has no Linear or Conv layer to predict")
-    g = _grad_factor(f, q) * grad_var
+    g = grad_factor(f, q) * grad_var
     for fn in reversed(back):
         g = fn(g)
     col = lambda key: np.array([e[key] for e in layers], dtype=np.float64)  # noqa: E731
@@ -197,10 +198,10 @@ def fixed_point(
         1.0
     """
     _check_sigmas(sigma_w2, sigma_b2)
-    fn = _resolve(phi)
+    fn = resolve(phi, "phi")
 
     def g(q: float) -> float:
-        return sigma_w2 * _second_moment(fn, q) + sigma_b2 - q
+        return sigma_w2 * second_moment(fn, q) + sigma_b2 - q
 
     g0 = g(q0)
     if abs(g0) <= 1e-12 * q0:
@@ -235,12 +236,12 @@ def chi1(phi: str | Callable, sigma_w2: float, sigma_b2: float = 0.0) -> float:
     """
     q = fixed_point(phi, sigma_w2, sigma_b2)
     q = 1e-20 if q == 0 else (1e12 if math.isinf(q) else q)
-    return sigma_w2 * _grad_factor(_resolve(phi), q)
+    return sigma_w2 * grad_factor(resolve(phi, "phi"), q)
 
 
 def _correlation_chi(fn: Callable, sigma_w2: float, sigma_b2: float, q: float) -> float:
     """chi_c at the stable correlation fixed point c* < 1 (chaotic phase)."""
-    z, w = _rule(_NODES)
+    z, w = gauss_hermite_rule(NODES)
     z1, z2 = np.meshgrid(z, z, indexing="ij")
     ww = np.outer(w, w)
 
@@ -287,7 +288,7 @@ def depth_scale(phi: str | Callable, sigma_w2: float, sigma_b2: float = 0.0) -> 
         q = fixed_point(phi, sigma_w2, sigma_b2)
         if math.isinf(q) or q == 0:
             return math.inf  # no finite chaotic fixed point: the correlation never settles
-        c1 = _correlation_chi(_resolve(phi), sigma_w2, sigma_b2, q)
+        c1 = _correlation_chi(resolve(phi, "phi"), sigma_w2, sigma_b2, q)
     return math.inf if c1 >= 1.0 else -1.0 / math.log(c1)
 
 
@@ -303,7 +304,7 @@ def critical_sigma_w2(phi: str | Callable, sigma_b2: float = 0.0) -> float:
         1.0
     """
     _check_sigmas(1.0, sigma_b2)
-    fn = _resolve(phi)
+    fn = resolve(phi, "phi")
     h = lambda s: chi1(fn, s, sigma_b2) - 1.0  # noqa: E731
     lo, hi = 0.5, 1.0
     while h(hi) < 0:

@@ -25,18 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from initlab._clip import (
-    check_clip,
-    check_number,
-    clip_grad_agc_,
-    clip_grads_,
-    normalize_grads_,
-    total_grad_norm,
-    unpack_data,
-)
+from initlab._clip import clip_grad_agc_, clip_grads_, normalize_grads_, total_grad_norm
+from initlab._fit_setup import OPTIMIZERS, Setup, prepare  # noqa: F401 (OPTIMIZERS: public)
 
 __all__ = [
     "History",
@@ -47,7 +39,6 @@ __all__ = [
     "normalize_grads_",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
 _EVAL_CHUNK = 4096
 
 
@@ -75,6 +66,21 @@ class History:
     skipped: int = 0
     steps: int = 0
     seconds: float = 0.0
+
+    def _add_step(self, loss: float, grad_norm: float, layer_norms: list[float]) -> None:
+        """Record one step's loss, total gradient norm and per-parameter norms."""
+        self.steps += 1
+        self.loss.append(loss)
+        self.grad_norm.append(grad_norm)
+        for record, value in zip(self.grad_norm_per_layer.values(), layer_norms, strict=True):
+            record.append(value)
+
+    def _add_epoch(self, finite_losses: list[float], accuracy: float | None) -> None:
+        """Record one epoch's mean finite step loss and running training accuracy."""
+        mean = sum(finite_losses) / len(finite_losses) if finite_losses else math.nan
+        self.epoch_loss.append(mean)
+        if accuracy is not None:
+            self.train_accuracy.append(accuracy)
 
     @property
     def clipped_fraction(self) -> float:
@@ -109,74 +115,6 @@ class NonFiniteError(RuntimeError):
     def __init__(self, message: str, step: int, loss: float, parameter: str | None) -> None:
         super().__init__(message)
         self.step, self.loss, self.parameter = step, loss, parameter
-
-
-def _mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if out.dim() == target.dim() + 1 and out.shape[-1] == 1:
-        out = out.squeeze(-1)
-    if out.shape != target.shape:
-        raise ValueError(
-            f"the model outputs shape {tuple(out.shape)} but the targets have shape "
-            f"{tuple(target.shape)}"
-        )
-    return F.mse_loss(out, target)
-
-
-def _loss_fn(loss: Any, classification: bool) -> Callable[[torch.Tensor, torch.Tensor], Any]:
-    if loss is None:
-        return F.cross_entropy if classification else _mse
-    if loss == "cross_entropy":
-        return F.cross_entropy
-    if loss == "mse":
-        return _mse
-    if callable(loss):
-        return loss
-    raise ValueError(f"loss must be None, 'cross_entropy', 'mse' or a callable, got {loss!r}")
-
-
-def _optimizer(
-    name: str, params: list[nn.Parameter], lr: float, wd: float
-) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-
-
-def _check_shapes(
-    model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor, classification: bool
-) -> None:
-    """One forward pass (eval mode, no grad) on the first batch, with clear errors."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(X)
-    except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        raise ValueError(
-            f"data: the model cannot take inputs of shape {tuple(X.shape)} "
-            f"(a batch of X_train): {err}"
-        ) from err
-    finally:
-        model.train(was_training)
-    if classification:
-        if out.dim() != 2:
-            raise ValueError(
-                "data: integer labels need a model that outputs logits of shape "
-                f"[batch, classes], got output shape {tuple(out.shape)}"
-            )
-    try:
-        value = loss_fn(out, y)
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise ValueError(
-            f"loss: cannot compare model outputs of shape {tuple(out.shape)} with targets of "
-            f"shape {tuple(y.shape)}: {err}"
-        ) from err
-    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        raise ValueError(f"loss must return a scalar tensor, got {value!r:.80}")
 
 
 def _progress_on(progress: bool | None) -> bool:
@@ -300,92 +238,25 @@ def fit(
         >>> 0.0 <= h.clipped_fraction <= 1.0
         True
     """
-    check_number("epochs", epochs, integer=True)
-    check_number("lr", lr)
-    check_number("batch_size", batch_size, integer=True)
-    check_number("weight_decay", weight_decay, zero_ok=True)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    clip = check_clip(clip)
-    if on_nonfinite not in ("raise", "skip"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("model has no trainable parameters")
-    names = [n for n, _ in named]
-    params = [p for _, p in named]
-
-    tensors = unpack_data(data)
-    device, dtype = params[0].device, params[0].dtype
-    classification = not (tensors[1].is_floating_point() or tensors[1].is_complex())
-    tensors = tuple(
-        t.to(device, dtype) if t.is_floating_point() else t.to(device, torch.int64) for t in tensors
-    )
-    X, y = tensors[0], tensors[1]
-    test = tensors[2:] if len(tensors) == 4 else None
-    loss_fn = _loss_fn(loss, classification)
-    _check_shapes(model, loss_fn, X[:batch_size], y[:batch_size], classification)
-    opt = _optimizer(optimizer, params, lr, weight_decay)
-
-    hist = History(grad_norm_per_layer={n: [] for n in names})
-    per_layer = [hist.grad_norm_per_layer[n] for n in names]
-    n = len(X)
+    run = prepare(
+        model, data, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+        loss=loss, clip=clip, on_nonfinite=on_nonfinite, weight_decay=weight_decay,
+    )  # fmt: skip
+    hist = History(grad_norm_per_layer={name: [] for name, _ in run.named})
     generator = torch.Generator().manual_seed(seed)
-    bar = _bar(epochs * math.ceil(n / batch_size)) if _progress_on(progress) else None
+    steps_per_epoch = math.ceil(len(run.X) / batch_size)
+    bar = _bar(epochs * steps_per_epoch) if _progress_on(progress) else None
     was_training = model.training
     model.train()
     started = time.perf_counter()
-    step = 0
     try:
         for epoch in range(epochs):
-            perm = torch.randperm(n, generator=generator).to(device)
-            finite_losses: list[float] = []
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            for i in range(0, n, batch_size):
-                idx = perm[i : i + batch_size]
-                xb, yb = X[idx], y[idx]
-                opt.zero_grad(set_to_none=True)
-                out = model(xb)
-                batch_loss = loss_fn(out, yb)
-                batch_loss.backward()
-                if classification:
-                    correct += (out.detach().argmax(1) == yb).sum()
-                has_grad = [p.grad is not None for p in params]
-                grads = [p.grad for p in params if p.grad is not None]
-                total, norms = total_grad_norm(grads)  # type: ignore[arg-type]
-                values = torch.stack([batch_loss.detach().to(total.dtype), total, *norms]).tolist()
-                loss_value, total_value = values[0], values[1]
-                hist.loss.append(loss_value)
-                hist.grad_norm.append(total_value)
-                it = iter(values[2:])
-                for record, present in zip(per_layer, has_grad, strict=True):
-                    record.append(next(it) if present else 0.0)
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                if not (math.isfinite(loss_value) and math.isfinite(total_value)):
-                    hist.clipped.append(False)
-                    if on_nonfinite == "raise":
-                        raise _nonfinite_error(named, step - 1, epoch, loss_value, total_value)
-                    hist.skipped += 1
-                    continue
-                finite_losses.append(loss_value)
-                if grad_normalize:
-                    normalize_grads_(params)
-                hist.clipped.append(
-                    clip_grads_(params, clip, total_norm=None if grad_normalize else total)
-                )
-                opt.step()
-
-            hist.epoch_loss.append(
-                sum(finite_losses) / len(finite_losses) if finite_losses else math.nan
+            perm = torch.randperm(len(run.X), generator=generator).to(run.X.device)
+            _train_epoch(
+                model, run, hist, perm, batch_size, epoch, grad_normalize, on_nonfinite, bar
             )
-            if classification:
-                hist.train_accuracy.append(int(correct) / n)
-            if test is not None:
-                test_loss, test_acc = _evaluate(model, loss_fn, *test, classification)
+            if run.test is not None:
+                test_loss, test_acc = _evaluate(model, run.loss_fn, *run.test, run.classification)
                 hist.test_loss.append(test_loss)
                 if test_acc is not None:
                     hist.test_accuracy.append(test_acc)
@@ -395,7 +266,6 @@ def fit(
                     post["test_acc"] = f"{hist.test_accuracy[-1]:.3f}"
                 bar.set_postfix(post, refresh=False)
     finally:
-        hist.steps = step
         hist.seconds = time.perf_counter() - started
         model.train(was_training)
         if bar is not None:
@@ -408,3 +278,72 @@ def fit(
             stacklevel=2,
         )
     return hist
+
+
+def _train_epoch(
+    model: nn.Module,
+    run: Setup,
+    hist: History,
+    perm: torch.Tensor,
+    batch_size: int,
+    epoch: int,
+    grad_normalize: bool,
+    on_nonfinite: str,
+    bar: Any,
+) -> None:
+    """One pass over the mini-batches of ``perm``: step, record, guard, update."""
+    finite_losses: list[float] = []
+    correct = torch.zeros((), dtype=torch.int64, device=run.X.device)
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i : i + batch_size]
+        loss_value, total, correct_in_batch = _backward_step(
+            model, run, hist, run.X[idx], run.y[idx]
+        )
+        if correct_in_batch is not None:
+            correct += correct_in_batch
+        if bar is not None:
+            bar.update(1)
+        if not (math.isfinite(loss_value) and math.isfinite(hist.grad_norm[-1])):
+            hist.clipped.append(False)
+            if on_nonfinite == "raise":
+                raise _nonfinite_error(
+                    run.named, hist.steps - 1, epoch, loss_value, hist.grad_norm[-1]
+                )
+            hist.skipped += 1
+            continue
+        finite_losses.append(loss_value)
+        hist.clipped.append(_update(run, total, grad_normalize))
+    hist._add_epoch(finite_losses, int(correct) / len(perm) if run.classification else None)
+
+
+def _backward_step(
+    model: nn.Module, run: Setup, hist: History, xb: torch.Tensor, yb: torch.Tensor
+) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+    """Forward and backward on one mini-batch; record the loss and the gradient norms.
+
+    Returns the loss, the total gradient norm (a tensor, reused by clipping) and the number
+    of correct predictions (classification) or ``None``.
+    """
+    run.opt.zero_grad(set_to_none=True)
+    out = model(xb)
+    batch_loss = run.loss_fn(out, yb)
+    batch_loss.backward()
+    params = run.params
+    has_grad = [p.grad is not None for p in params]
+    total, norms = total_grad_norm([p.grad for p in params if p.grad is not None])
+    # One .tolist() for every number: a single device-to-host copy per step.
+    values = torch.stack([batch_loss.detach().to(total.dtype), total, *norms]).tolist()
+    per_layer = iter(values[2:])
+    hist._add_step(values[0], values[1], [next(per_layer) if h else 0.0 for h in has_grad])
+    correct = (out.detach().argmax(1) == yb).sum() if run.classification else None
+    return values[0], total, correct
+
+
+def _update(run: Setup, total: torch.Tensor, grad_normalize: bool) -> bool:
+    """Normalise (optionally), clip and take the optimiser step; return whether it clipped."""
+    params = run.params
+    if grad_normalize:
+        normalize_grads_(params)
+    clipped = clip_grads_(params, run.clip, total_norm=None if grad_normalize else total)
+    run.opt.step()
+    return clipped
