@@ -41,6 +41,8 @@ import math
 import torch
 from torch import nn
 
+from initlab._layers import CONVS
+
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
 
 
@@ -103,7 +105,7 @@ def fans(module: nn.Module) -> tuple[int, int]:
     """
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
-    if isinstance(module, nn.modules.conv._ConvNd):
+    if isinstance(module, CONVS):
         return fan_in_and_fan_out(
             module.weight, groups=module.groups, transposed=bool(module.transposed)
         )

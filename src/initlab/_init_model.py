@@ -14,6 +14,7 @@ from torch import nn
 from initlab._checks import check_positive
 from initlab._fans import fans
 from initlab._gain import calculate_gain, gain_for
+from initlab._layers import LAYERS
 from initlab._scaling import draw_, std_from_fan
 from initlab._structured import orthogonal_
 
@@ -135,9 +136,7 @@ def init_model_(
     if not (math.isfinite(gain) and gain > 0):
         raise ValueError(f"the gain of nonlinearity={nonlinearity!r} must be > 0, got {gain!r}")
     layers = [
-        (name or type(m).__name__, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+        (name or type(m).__name__, m) for name, m in model.named_modules() if isinstance(m, LAYERS)
     ]
     if not layers:
         raise ValueError(

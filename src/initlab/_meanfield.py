@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from initlab._activations import identity, resolve
+from initlab._layers import BATCH_NORMS, CONVS, DROPOUTS
 from initlab._quadrature import gaussian_expectation
 from initlab.diagnostics import _is_activation
 from initlab.residual import Residual
@@ -106,20 +107,18 @@ def ops_from_module(module: nn.Module, name: str) -> list:
         return [_Res(ops_from_module(module.branch, join("branch")), module.branch_scale)]
     if isinstance(module, nn.Sequential):
         return [op for c, m in module.named_children() for op in ops_from_module(m, join(c))]
-    if isinstance(module, nn.Linear) or (
-        isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
-    ):
+    if isinstance(module, nn.Linear) or (isinstance(module, CONVS) and not module.transposed):
         w = module.weight.detach().double()
         receptive = w[0, 0].numel()
         fan_out = w.shape[0] * receptive
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, CONVS):
             fan_out = fan_out / module.groups / math.prod(module.stride)
         b2 = 0.0 if module.bias is None else module.bias.detach().double().pow(2).mean().item()
         return [_Lin(name, w.shape[1] * receptive, fan_out, w.pow(2).mean().item(), b2)]
-    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+    if isinstance(module, (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)):
         wt, bs = getattr(module, "weight", None), getattr(module, "bias", None)
         running = None
-        if isinstance(module, nn.modules.batchnorm._NormBase):
+        if isinstance(module, BATCH_NORMS):
             if not module.training and module.running_mean is not None:
                 running = (module.running_mean.mean().item(), module.running_var.mean().item())
         return [
@@ -137,7 +136,7 @@ def ops_from_module(module: nn.Module, name: str) -> list:
         return [_Norm(g2, 0.0, False, None, module.eps or 1e-12)]
     if isinstance(module, (nn.Identity, nn.Flatten)):
         return []
-    if isinstance(module, nn.modules.dropout._DropoutNd):
+    if isinstance(module, DROPOUTS):
         keep = 1.0 - module.p if module.training else 1.0
         return [] if keep == 1.0 else [_Elem(lambda h, s=keep**-0.5: s * h)]
     if _is_activation(module) or (next(module.children(), None) is None and not _params(module)):

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from initlab._checks import check_positive, check_real, check_tensor, skip
+from initlab._checks import ArgumentError, check_positive, check_real, check_tensor, skip
 
 
 def norm_cdf(x: float) -> float:
@@ -181,8 +181,8 @@ def trunc_normal_(
     check_real("mean", mean)
     check_positive("std", std)
     lo, hi = check_real("a", a), check_real("b", b)
-    if not lo < hi:
-        raise ValueError(f"a must be < b, got a={a!r}, b={b!r}")
+    if not lo < hi:  # torch's Tensor.uniform_ raises a RuntimeError for a > b
+        raise ArgumentError(f"a must be < b, got a={a!r}, b={b!r}")
     if skip(tensor):
         return tensor
     with torch.no_grad():

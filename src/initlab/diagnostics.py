@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab._layers import CONVS, LAYERS
 from initlab._records import LayerRecord, Records
 from initlab.models import ScaledSigmoid
 from initlab.residual import Residual
@@ -54,7 +55,7 @@ SATURATION_THRESHOLD = 0.97
 #: Seed of the standard-normal probe gradient used when ``record`` gets no target.
 PROBE_SEED = 0
 
-_LAYER_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+_LAYER_TYPES = LAYERS
 _TORCH_ACTIVATIONS = tuple(
     cls
     for name in dir(nn.modules.activation)
@@ -213,7 +214,7 @@ def record(
     rows = Records()
     for name, m, y in seen:
         kind = "linear" if isinstance(m, nn.Linear) else "activation"
-        kind = "conv" if isinstance(m, nn.modules.conv._ConvNd) else kind
+        kind = "conv" if isinstance(m, CONVS) else kind
         yd = y.detach()
         row = LayerRecord(name, kind, type(m).__name__, yd.mean().item(), _var(yd))
         if kind == "activation":

@@ -6,13 +6,19 @@ with the same ``generator``/seed it gives bit-identical values wherever the samp
 algorithm is the same. Deliberate differences, each documented where it happens:
 
 * :func:`trunc_normal_` samples exactly on the open interval ``(a, b)`` (no value equals a
-  bound) and is faster; ``a >= b`` or ``std <= 0`` are errors.
+  bound) and is faster; ``a >= b`` (torch: ``RuntimeError`` for ``a > b``, a constant fill
+  for ``a == b``) and ``std <= 0`` (torch: ``ZeroDivisionError`` or nonsense) are errors.
 * :func:`sparse_` draws its zero mask from ``generator`` too (torch draws it from the
   global generator); with ``generator=None`` it equals torch.
 * Zero-element and meta tensors are a no-op returning the same object everywhere.
 * Bad arguments are ``ValueError``/``TypeError`` naming the argument; where torch's tensor
   op would raise a ``RuntimeError`` the error is an :class:`~initlab.errors.ArgumentError`,
   which is both.
+
+Also there, as in torch: the deprecated aliases without the trailing underscore (``normal``,
+``uniform``, ``xavier_uniform``, ...), which warn with torch's ``FutureWarning``, and the
+private helpers ``_calculate_fan_in_and_fan_out`` and ``_calculate_correct_fan`` that
+third-party code (timm, many model repositories) calls.
 
 The additions: :func:`variance_scaling_` (the core that ``xavier_*``, ``kaiming_*`` and
 ``lecun_*`` are thin wrappers over), correct fans for grouped and transposed convolutions
@@ -22,7 +28,8 @@ The additions: :func:`variance_scaling_` (the core that ``xavier_*``, ``kaiming_
 
 import math
 import warnings
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -70,6 +77,18 @@ __all__ = [
     "TRUNCATED_STD",
     "DISTRIBUTIONS",
     "ArgumentError",
+    # torch's deprecated aliases (FutureWarning)
+    "uniform",
+    "normal",
+    "constant",
+    "eye",
+    "dirac",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "sparse",
 ]
 
 Distribution = Literal["normal", "truncated_normal", "uniform"]
@@ -351,3 +370,50 @@ def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> T
         torch.Size([4, 3])
     """
     return variance_scaling_(tensor, 1.0, "fan_in", "normal", generator=generator)
+
+
+# --------------------------------------------------------------- torch compatibility
+def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
+    """torch's private helper, which third-party code calls: ``fan_in_and_fan_out(tensor)``."""
+    return fan_in_and_fan_out(tensor)
+
+
+def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
+    """torch's private helper: the fan ``kaiming_*`` use, ``mode`` in ``fan_in``/``fan_out``."""
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    return int(correct_fan(fan_in, fan_out, mode, ("fan_in", "fan_out")))
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _deprecated(meth: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The alias without the trailing underscore, warning as torch's ``_make_deprecate``."""
+    new_name = meth.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        warnings.warn(
+            f"`nn.init.{old_name}` is now deprecated in favor of `nn.init.{new_name}`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return meth(*args, **kwargs)
+
+    deprecated_init.__doc__ = f"{old_name}(...): deprecated, use :func:`{new_name}`."
+    deprecated_init.__name__ = old_name
+    return deprecated_init
+
+
+uniform = _deprecated(uniform_)
+normal = _deprecated(normal_)
+constant = _deprecated(constant_)
+eye = _deprecated(eye_)
+dirac = _deprecated(dirac_)
+xavier_uniform = _deprecated(xavier_uniform_)
+xavier_normal = _deprecated(xavier_normal_)
+kaiming_uniform = _deprecated(kaiming_uniform_)
+kaiming_normal = _deprecated(kaiming_normal_)
+orthogonal = _deprecated(orthogonal_)
+sparse = _deprecated(sparse_)

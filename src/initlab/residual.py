@@ -20,6 +20,7 @@ from torch import nn
 from initlab._checks import check_int, check_real
 from initlab._fans import fans
 from initlab._init_model import InitSummary, init_model_
+from initlab._layers import BATCH_NORMS, LAYERS
 from initlab._scaling import draw_, std_from_fan
 
 __all__ = [
@@ -33,13 +34,13 @@ __all__ = [
 ]
 
 _NORMS = (
-    nn.modules.batchnorm._NormBase,
+    *BATCH_NORMS,
     nn.LayerNorm,
     nn.GroupNorm,
     nn.LocalResponseNorm,
     nn.RMSNorm,
 )
-_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+_LAYERS = LAYERS
 
 
 class Residual(nn.Module):
