@@ -12,10 +12,13 @@ import torch
 
 from initlab.errors import ArgumentError, ArgumentTypeError
 
+CLIP_MODES = ("norm", "value", "agc")
+
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "check_choice",
+    "check_clip",
     "check_int",
     "check_number",
     "check_positive",
@@ -73,6 +76,23 @@ def check_number(name: str, value: object, *, integer: bool = False, zero_ok: bo
         check_int(name, value, 0 if zero_ok else 1)
     else:
         check_positive(name, value, allow_zero=zero_ok, finite=True)
+
+
+def check_clip(clip: object) -> tuple[str, float] | None:
+    """Validate a ``clip`` argument: ``None`` or ``(mode, positive number)``."""
+    if clip is None:
+        return None
+    if not isinstance(clip, tuple | list) or len(clip) != 2:
+        raise ValueError(
+            f"clip must be None or a pair (mode, value) with mode in {CLIP_MODES}, got {clip!r}"
+        )
+    mode, value = clip
+    if mode not in CLIP_MODES:
+        raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {mode!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e308:
+        name = {"norm": "max_norm", "value": "clip value", "agc": "agc factor"}[mode]
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return mode, float(value)
 
 
 def skip(tensor: torch.Tensor) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from initlab._checks import check_number
+from initlab._checks import check_clip, check_number
 
 __all__ = [
     "check_clip",
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 _Params = Iterable[torch.Tensor] | torch.Tensor
-CLIP_MODES = ("norm", "value", "agc")
 
 
 def _grads(parameters: _Params) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -45,23 +44,6 @@ def _grads(parameters: _Params) -> tuple[list[torch.Tensor], list[torch.Tensor]]
         parameters = [parameters]
     params = [p for p in parameters if p.grad is not None]
     return params, [p.grad for p in params]  # type: ignore[misc]
-
-
-def check_clip(clip: object) -> tuple[str, float] | None:
-    """Validate a ``clip`` argument: ``None`` or ``(mode, positive number)``."""
-    if clip is None:
-        return None
-    if not isinstance(clip, tuple | list) or len(clip) != 2:
-        raise ValueError(
-            f"clip must be None or a pair (mode, value) with mode in {CLIP_MODES}, got {clip!r}"
-        )
-    mode, value = clip
-    if mode not in CLIP_MODES:
-        raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {mode!r}")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e308:
-        name = {"norm": "max_norm", "value": "clip value", "agc": "agc factor"}[mode]
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return mode, float(value)
 
 
 @torch.no_grad()

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initlab._checks import check_choice, check_number
-from initlab._clip import check_clip
+from initlab._checks import check_choice, check_clip, check_number
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 

@@ -6,7 +6,6 @@ the variance-scaling core (:mod:`initlab._scaling`) and imports nothing from ``i
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -15,34 +14,8 @@ from initlab._checks import check_positive
 from initlab._fans import fans
 from initlab._gain import calculate_gain, gain_for
 from initlab._layers import LAYERS
-from initlab._scaling import draw_, std_from_fan
+from initlab._scaling import InitSummary, LayerInit, init_layer_
 from initlab._structured import orthogonal_
-
-
-class LayerInit(NamedTuple):
-    """One row of :func:`init_model_`'s summary; ``std`` is the scheme's target std."""
-
-    name: str
-    shape: tuple[int, ...]
-    fan_in: int
-    fan_out: int
-    std: float
-
-
-class InitSummary(list):
-    """A list of :class:`LayerInit` rows that prints as a table."""
-
-    def __str__(self) -> str:
-        head = f"{'layer':<24} {'shape':<20} {'fan_in':>7} {'fan_out':>7} {'std':>10}"
-        rows = [
-            f"{r.name:<24} {str(list(r.shape)):<20} {r.fan_in:>7} {r.fan_out:>7} {r.std:>10.4g}"
-            for r in self
-        ]
-        return "\n".join([head, "-" * len(head), *rows])
-
-    def _repr_pretty_(self, p, cycle: bool) -> None:  # noqa: ANN001 (IPython hook)
-        p.text(str(self))
-
 
 # scheme -> (mode, distribution, uses the nonlinearity's gain)
 SCHEMES = {
@@ -128,7 +101,7 @@ def init_model_(
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
     if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
         raise TypeError(f"bias must be a real number or None, got {bias!r}")
-    scale = check_positive("scale", scale)
+    scale = check_positive("scale", scale, finite=True)
     mode, distribution, uses_gain = SCHEMES[scheme]
     if nonlinearity is None and scheme.startswith("kaiming"):
         nonlinearity = "relu"
@@ -151,8 +124,7 @@ def init_model_(
             orthogonal_(w, gain * scale, generator=generator)
             std = gain * scale / math.sqrt(max(w.size(0), w.numel() // max(w.size(0), 1)))
         else:
-            std = std_from_fan(gain * scale, fan_in, fan_out, mode)
-            draw_(w, std, distribution, generator)
+            std = init_layer_(m, gain * scale, mode, distribution, generator)
         if bias is not None and m.bias is not None:
             with torch.no_grad():
                 m.bias.fill_(float(bias))

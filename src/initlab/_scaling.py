@@ -1,20 +1,48 @@
 r"""The variance-scaling core (private): a std from fan, mode and gain, and the draw.
 
 Every initialiser that draws zero-mean weights of variance :math:`\text{gain}^2/\text{fan}`
-goes through these two functions: :func:`initlab.init.variance_scaling_` and the
+goes through :func:`std_from_fan` and :func:`draw_` (and :func:`init_layer_`, both for a
+layer): :func:`initlab.init.variance_scaling_` and the
 ``xavier_*``, ``kaiming_*`` and ``lecun_*`` wrappers over it, :func:`initlab.init.init_model_`
 and its summary, and :func:`initlab.residual.residual_init_`. They import from here; nothing
 here imports them.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from initlab import _truncnorm
 from initlab._checks import skip
-from initlab._fans import FAN_MODES, correct_fan
+from initlab._fans import FAN_MODES, correct_fan, fans
+
+
+class LayerInit(NamedTuple):
+    """One row of :func:`init_model_`'s summary; ``std`` is the scheme's target std."""
+
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    std: float
+
+
+class InitSummary(list):
+    """A list of :class:`LayerInit` rows that prints as a table."""
+
+    def __str__(self) -> str:
+        head = f"{'layer':<24} {'shape':<20} {'fan_in':>7} {'fan_out':>7} {'std':>10}"
+        rows = [
+            f"{r.name:<24} {str(list(r.shape)):<20} {r.fan_in:>7} {r.fan_out:>7} {r.std:>10.4g}"
+            for r in self
+        ]
+        return "\n".join([head, "-" * len(head), *rows])
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:  # noqa: ANN001 (IPython hook)
+        p.text(str(self))
+
 
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 #: Standard deviation of N(0, 1) truncated to [-2, 2], computed from erf (about 0.8796).
@@ -68,3 +96,13 @@ def draw_(
             return tensor.normal_(0, std, generator=generator)
         s = std / TRUNCATED_STD  # N(0, s^2) cut at +-2s has standard deviation std
         return _truncnorm.sample_(tensor, 0.0, s, -2.0 * s, 2.0 * s, generator)
+
+
+def init_layer_(
+    layer: nn.Module, gain: float, mode: str, distribution: str, generator: torch.Generator | None
+) -> float:
+    """Draw a ``Linear``/``Conv*`` layer's weight with its true fans; return the std used."""
+    fan_in, fan_out = fans(layer)
+    std = std_from_fan(gain, fan_in, fan_out, mode)
+    draw_(layer.weight, std, distribution, generator)
+    return std

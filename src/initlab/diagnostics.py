@@ -58,11 +58,11 @@ PROBE_SEED = 0
 _LAYER_TYPES = LAYERS
 _TORCH_ACTIVATIONS = tuple(
     cls
-    for name in dir(nn.modules.activation)
-    if isinstance(cls := getattr(nn.modules.activation, name), type)
+    for name in dir(nn)
+    if isinstance(cls := getattr(nn, name), type)
     and issubclass(cls, nn.Module)
-    and cls is not nn.Module
-    and name != "MultiheadAttention"
+    and cls.__module__ == "torch.nn.modules.activation"
+    and cls is not nn.MultiheadAttention
 )
 
 

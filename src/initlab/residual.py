@@ -14,14 +14,15 @@ stack starts as (close to) the identity map and neither signal nor gradient expl
   branch (De & Smith 2020).
 """
 
+import math
+
 import torch
 from torch import nn
 
 from initlab._checks import check_int, check_real
 from initlab._fans import fans
-from initlab._init_model import InitSummary, init_model_
 from initlab._layers import BATCH_NORMS, LAYERS
-from initlab._scaling import draw_, std_from_fan
+from initlab._scaling import InitSummary, LayerInit, init_layer_
 
 __all__ = [
     "Residual",
@@ -158,9 +159,9 @@ def residual_init_(
     Each branch then adds :math:`q` to a stream of second moment :math:`q`: without a branch
     scale the stream doubles per block, which :mod:`initlab.residual`'s remedies undo.
 
-    The draws are ``init_model_(model, "kaiming_normal", "relu", bias, generator)`` followed by
-    LeCun redraws in the order stem, head, first layer of each block, so a seeded call equals
-    that sequence written out by hand.
+    The draws are those of ``init_model_(model, "kaiming_normal", "relu", bias, generator)``
+    followed by LeCun redraws (``lecun_normal_``) in the order stem, head, first layer of each
+    block, so a seeded call equals that sequence written out by hand.
 
     Args:
         model: a module with at least one :class:`Residual` or :class:`ReZero` block
@@ -184,23 +185,22 @@ def residual_init_(
         head                     [4, 16]                   16       4       0.25
     """
     blocks = _residual_blocks(model)
-    summary = init_model_(model, "kaiming_normal", "relu", bias, generator)
+    if bias is not None:
+        check_real("bias", bias)
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, _LAYERS)]
     inside = {id(m) for _, block in blocks for m in block.branch.modules()}
-    outside = [m for m in model.modules() if isinstance(m, _LAYERS) and id(m) not in inside]
-    firsts = [
-        next((m for m in block.branch.modules() if isinstance(m, _LAYERS)), None)
-        for _, block in blocks
-    ]
-    lecun = outside + [m for m in firsts if m is not None]
-    std_of = {}
-    for m in lecun:
-        fan_in, fan_out = fans(m)
-        std_of[id(m)] = std_from_fan(1.0, fan_in, fan_out, "fan_in")
-        draw_(m.weight, std_of[id(m)], "normal", generator)
-    names = {name or type(m).__name__: m for name, m in model.named_modules()}
+    firsts = [next(m for m in b.branch.modules() if isinstance(m, _LAYERS)) for _, b in blocks]
+    lecun = [m for _, m in layers if id(m) not in inside] + firsts
+    std = {id(m): init_layer_(m, math.sqrt(2.0), "fan_in", "normal", generator) for _, m in layers}
+    std |= {id(m): init_layer_(m, 1.0, "fan_in", "normal", generator) for m in lecun}
+    if bias is not None:
+        with torch.no_grad():
+            for _, m in layers:
+                if m.bias is not None:
+                    m.bias.fill_(float(bias))
     return InitSummary(
-        row._replace(std=std_of[id(names[row.name])]) if id(names[row.name]) in std_of else row
-        for row in summary
+        LayerInit(name or type(m).__name__, tuple(m.weight.shape), *fans(m), std[id(m)])
+        for name, m in layers
     )
 
 

@@ -46,6 +46,7 @@ from scipy.optimize import brentq
 from torch import nn
 
 from initlab._activations import resolve
+from initlab._checks import check_positive
 from initlab._meanfield import (
     NODES,
     grad_factor,
@@ -167,9 +168,8 @@ def predict(
 
 # ------------------------------------------------------------------ phase diagram
 def _check_sigmas(sigma_w2: float, sigma_b2: float) -> None:
-    for arg, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"{arg} must be a finite number >= 0, got {v!r}")
+    check_positive("sigma_w2", sigma_w2, allow_zero=True, finite=True)
+    check_positive("sigma_b2", sigma_b2, allow_zero=True, finite=True)
 
 
 def fixed_point(
