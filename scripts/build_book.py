@@ -1,14 +1,29 @@
 """Build the book with every notebook executed and warnings as errors.
 
-Used by `make book` and by tests/book. The notebook cache (jupyter-cache) is keyed on a
-notebook's code only, so it is cleared whenever the library (src/initlab) or the
-requirements change: a stale cache must never hide a broken notebook.
+Used by `make book`, by tests/book and (``--execute-only``) by the notebook stage of the
+tests. Two steps:
+
+1. Execute every notebook the book executes (the ``.ipynb`` files of ``_toc.yml`` minus
+   ``execute.exclude_patterns`` of ``_config.yml``) into the notebook cache that myst-nb
+   reads (jupyter-cache, ``_build/.jupyter_cache``), in parallel, with jupyter-cache's
+   ``local-parallel`` executor: one kernel per CPU, each on one thread (:data:`KERNEL_ENV`).
+   The executor runs each notebook exactly as myst-nb's cache mode would (the same
+   ``single_nb_execution``, working directory, timeout and ``allow_errors``).
+2. Sphinx (``jupyter-book build -W``), which then finds every notebook in the cache and
+   only renders. A notebook that failed in step 1 is not cached: Sphinx executes it again
+   and reports its failing cell, exactly as without step 1.
+
+The cache is keyed on a notebook's code only, so it is cleared whenever the library
+(src/initlab) or the requirements change: a stale cache must never hide a broken notebook.
 
 Exit status is non-zero when the build fails; a failed notebook is named with its cell.
 """
 
+import argparse
+import fnmatch
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,10 +32,66 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 CACHE = BUILD / ".jupyter_cache"
 STAMP = BUILD / ".initlab-hash"
+
+#: The environment every notebook kernel of the build and of the tests runs in, set here
+#: once: with one kernel per core, one intra-op thread each (OMP_NUM_THREADS is what torch
+#: reads at start-up; notebooks need no torch.set_num_threads).
+KERNEL_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "INITLAB_PROGRESS": "0",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+}
+
+
+def apply_kernel_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: ``os.environ``, changed in place) with :data:`KERNEL_ENV` added
+    where the caller has not set the variable already."""
+    target = os.environ if env is None else env
+    for key, value in KERNEL_ENV.items():
+        target.setdefault(key, value)
+    return target
+
+
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every file ``_toc.yml`` lists (without suffix), root first, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries: list | None) -> None:
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return files
+
+
+def execution_config(root: Path = ROOT) -> dict:
+    """The ``execute:`` section of ``_config.yml``."""
+    return yaml.safe_load((root / "_config.yml").read_text()).get("execute", {})
+
+
+def executed_notebooks(root: Path = ROOT) -> list[Path]:
+    """The notebooks the book executes: ``.ipynb`` entries of the toc not excluded."""
+    excluded = execution_config(root).get("exclude_patterns", [])
+    paths = [(root / f).with_suffix(".ipynb") for f in toc_files(root)]
+    return [
+        p
+        for p in paths
+        if p.is_file()
+        and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), pat) for pat in excluded)
+    ]
 
 
 def source_hash() -> str:
@@ -72,14 +143,86 @@ def describe_failures(log: str) -> list[str]:
     return lines or log.strip().splitlines()[-20:]
 
 
-def main() -> int:
-    start = time.perf_counter()
+def prepare_cache() -> None:
+    """Clear the notebook cache unless it was filled for the current library and pins."""
     current = source_hash()
     if not STAMP.exists() or STAMP.read_text().strip() != current:
         if CACHE.exists():
             print(f"src/initlab changed since the last build: clearing {CACHE.relative_to(ROOT)}")
         shutil.rmtree(CACHE, ignore_errors=True)
-    env = {**os.environ, "INITLAB_PROGRESS": "0", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        BUILD.mkdir(exist_ok=True)
+        STAMP.write_text(current + "\n")  # every entry cached from now on is for `current`
+
+
+def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
+    """Execute ``paths`` (default: :func:`executed_notebooks`) into the cache in parallel.
+
+    Returns, per notebook path relative to the root: ``status`` (``"cached"`` if it was
+    already, ``"ok"``, ``"failed"``), ``seconds`` (its execution time, from the cache) and
+    ``traceback`` (for ``"failed"``).
+    """
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    prepare_cache()
+    apply_kernel_env()
+    paths = executed_notebooks() if paths is None else paths
+    cfg = execution_config()
+    cache = get_cache(str(CACHE))
+    uris = [str(p.resolve()) for p in paths]
+    for uri in uris:
+        cache.add_nb_to_project(uri)
+    before = {uri for uri in uris if cache.get_cached_project_nb(uri) is not None}
+    logger = logging.getLogger("initlab.build_book")
+    logger.setLevel(logging.WARNING)
+    executor = load_executor("local-parallel", cache=cache, logger=logger)
+    result = executor.run_and_cache(
+        filter_uris=uris,
+        timeout=cfg.get("timeout", 30),
+        allow_errors=cfg.get("allow_errors", False),
+    )
+    failed = set(result.excepted) | set(result.errored)
+    report = {}
+    for uri in uris:
+        record = cache.get_project_record(uri)
+        cached = cache.get_cached_project_nb(record.pk)
+        seconds = cached.data.get("execution_seconds") if cached is not None else None
+        report[Path(uri).relative_to(ROOT.resolve()).as_posix()] = {
+            "status": "failed" if uri in failed else ("cached" if uri in before else "ok"),
+            "seconds": seconds,
+            "traceback": record.traceback if uri in failed else None,
+        }
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--execute-only",
+        metavar="JSON",
+        help="only execute the notebooks into the cache and write the report to JSON",
+    )
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="with --execute-only: these notebooks only"
+    )
+    args = parser.parse_args()
+    if args.notebooks and not args.execute_only:
+        parser.error("notebooks can be named only with --execute-only")
+    start = time.perf_counter()
+    report = execute_notebooks([p.resolve() for p in args.notebooks] or None)
+    seconds = time.perf_counter() - start
+    ran = [r["seconds"] or 0.0 for r in report.values() if r["status"] != "cached"]
+    print(
+        f"executed {len(ran)} notebooks ({sum(ran):.1f} s of kernel time) in {seconds:.1f} s "
+        f"on {os.cpu_count()} CPUs; {len(report) - len(ran)} were cached"
+    )
+    for name, r in sorted(report.items(), key=lambda kv: -(kv[1]["seconds"] or 0.0)):
+        if r["status"] != "cached":
+            print(f"  {r['seconds'] or 0.0:6.1f} s  {r['status']:6s}  {name}")
+    if args.execute_only:
+        Path(args.execute_only).write_text(json.dumps(report, indent=1))
+        return 1 if any(r["status"] == "failed" for r in report.values()) else 0
+    env = dict(os.environ)
     cmd = [
         str(Path(sys.executable).parent / "jupyter-book"),
         "build",
@@ -107,8 +250,6 @@ def main() -> int:
             print(f"  {line}", file=sys.stderr)
         print(f"make book failed after {seconds:.0f} s", file=sys.stderr)
         return proc.returncode or 1
-    BUILD.mkdir(exist_ok=True)
-    STAMP.write_text(current + "\n")
     print(f"\nBook built: {index}")
     print(f"make book wall time: {seconds:.1f} s")
     return 0
