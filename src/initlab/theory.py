@@ -350,12 +350,22 @@ class Comparison:
     __repr__ = __str__
 
 
-def compare(model: nn.Module, x: torch.Tensor, *, verbose: bool = True) -> Comparison:
+def compare(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | None = None,
+    loss: Callable | None = None,
+    *,
+    verbose: bool = True,
+) -> Comparison:
     r"""Predict with :func:`predict` and measure with :func:`initlab.diagnostics.record`.
 
     The input statistics come from ``x`` (``input_var`` and ``input_mean`` over all its
-    entries); the backward pass uses ``record``'s standard-normal probe gradient at the
-    output, so ``grad_var = 1``. Measured forward = the mean square of each layer's output
+    entries). The backward pass is ``record(model, x, target, loss)``'s: with no ``target``
+    and no ``loss`` its standard-normal probe gradient at the output, so ``grad_var = 1``;
+    otherwise the real loss gradient (e.g. cross-entropy on labels, as Glorot & Bengio 2010
+    measured it), and the prediction starts from the gradient variance measured at the last
+    layer's output. Measured forward = the mean square of each layer's output
     over the batch and units (``var + mean**2``: the theory's ``q`` is a second moment, and
     for a layer with few units, such as a 10-way head, the empirical mean is not negligible);
     measured backward = the variance of the gradient w.r.t. the output. Prints the table when
@@ -367,12 +377,14 @@ def compare(model: nn.Module, x: torch.Tensor, *, verbose: bool = True) -> Compa
         >>> c.names
         ['0', '2']
     """
-    recs = record(model, x)
+    recs = record(model, x, target, loss)
     layers = [r for r in recs if r.kind in ("linear", "conv")]
+    probe = target is None and loss is None
     pred = predict(
         model,
         input_var=x.detach().double().var(unbiased=False).item(),
         input_mean=x.detach().double().mean().item(),
+        grad_var=1.0 if probe or not layers else layers[-1].grad_var,
     )
     if [r.name for r in layers] != pred.names:
         raise RuntimeError(

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from initlab import theory
+from initlab.diagnostics import record
 from initlab.residual import Residual
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,3 +217,22 @@ def test_compare_prints_table(capsys):
     out = capsys.readouterr().out
     assert "fwd pred" in out and "ratio" in out and str(c) in out
     assert c.forward_ratio.shape == (2,) and c.backward_ratio.shape == (2,)
+
+
+def test_compare_with_a_real_loss_starts_from_the_measured_output_gradient():
+    gen = torch.Generator().manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 4)
+    )
+    x = torch.randn(512, 16, generator=gen)
+    y = torch.randint(0, 4, (512,), generator=gen)
+    c = theory.compare(net, x, y, verbose=False)
+    recs = [r for r in record(net, x, y) if r.kind == "linear"]
+    assert c.measured_backward[-1] == recs[-1].grad_var == c.predicted_backward[-1]
+    assert np.array_equal(
+        c.measured_forward, theory.compare(net, x, verbose=False).measured_forward
+    )
+    # the cross-entropy gradient is far from unit variance (mean-field: 1 / batch scale)
+    assert c.predicted_backward[-1] < 1e-3
+    # the theory's backward ratios then hold for the real gradient too (64 units: 25 %)
+    assert np.all(np.abs(np.log(c.backward_ratio[:-1])) < 0.25), c.backward_ratio
