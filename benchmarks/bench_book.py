@@ -128,14 +128,20 @@ def _env(copy: Path) -> dict[str, str]:
     }
 
 
+def _fresh_copy(dest: Path, source: Path) -> tuple[dict[str, str], int, str, float]:
+    """Copy ``source`` to ``dest`` and build the student notebooks there, as make does."""
+    print(f"copying {source} -> {dest} (without {', '.join(sorted(SKIP_TOP))})")
+    copy_repo(dest, source)
+    env = _env(dest)
+    rc_ex, log_ex, t_ex = run([sys.executable, "-m", "initlab.grading", "build"], dest, env)
+    print(f"exercises (python -m initlab.grading build): {t_ex:6.1f} s  exit {rc_ex}")
+    return env, rc_ex, log_ex, t_ex
+
+
 def bench_book(book: Path, source: Path) -> float | None:
     """Time `make book` from an empty cache in a copy at ``book``; None if it failed."""
     py = sys.executable
-    print(f"copying {source} -> {book} (without {', '.join(sorted(SKIP_TOP))})")
-    copy_repo(book, source)
-    env = _env(book)
-    rc_ex, log_ex, t_ex = run([py, "-m", "initlab.grading", "build"], book, env)
-    print(f"exercises (python -m initlab.grading build): {t_ex:6.1f} s  exit {rc_ex}")
+    env, rc_ex, log_ex, t_ex = _fresh_copy(book, source)
     rc_book, log_book, t_book = run([py, "scripts/build_book.py"], book, env)
     print(f"book (scripts/build_book.py, empty cache):     {t_book:6.1f} s  exit {rc_book}")
     failed = bool(rc_ex or rc_book)
@@ -162,12 +168,9 @@ def bench_book(book: Path, source: Path) -> float | None:
 
 def bench_tests(copy: Path, source: Path) -> float | None:
     """Time `make test` (exercise build + pytest) in a fresh copy; None if it failed."""
-    py = sys.executable
-    print(f"\ncopying {source} -> {copy} for make test (empty notebook cache, as in CI)")
-    copy_repo(copy, source)
-    env = _env(copy)
-    rc_ex, log_ex, t_ex = run([py, "-m", "initlab.grading", "build"], copy, env)
-    rc, log, t = run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider"], copy, env)
+    print("\nmake test (empty notebook cache, as in CI):")
+    env, rc_ex, log_ex, t_ex = _fresh_copy(copy, source)
+    rc, log, t = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], copy, env)
     total = t_ex + t
     summary = [line for line in log.strip().splitlines() if " passed" in line or " failed" in line]
     print(f"make test: exercises {t_ex:.1f} s + pytest {t:.1f} s, exit {rc_ex or rc}")

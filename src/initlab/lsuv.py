@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from initlab._checks import check_int, check_positive
+from initlab._layers import LAYERS
 from initlab._structured import orthogonal_
 
 __all__ = ["lsuv_", "LSUVLayer", "LSUVResult"]
@@ -180,18 +181,7 @@ def lsuv_(
     return result
 
 
-_AFFINE_FORWARDS = {
-    cls.forward
-    for cls in (
-        nn.Linear,
-        nn.Conv1d,
-        nn.Conv2d,
-        nn.Conv3d,
-        nn.ConvTranspose1d,
-        nn.ConvTranspose2d,
-        nn.ConvTranspose3d,
-    )
-}
+_AFFINE_FORWARDS = {cls.forward for cls in LAYERS}
 
 
 def _rescaled(module: nn.Module, out: torch.Tensor, scale: float) -> torch.Tensor:
