@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from initlab import _truncnorm
 from initlab._checks import skip
 from initlab._fans import FAN_MODES, correct_fan, fans
+from initlab._table import RowTable
 
 
 class LayerInit(NamedTuple):
@@ -29,19 +30,16 @@ class LayerInit(NamedTuple):
     std: float
 
 
-class InitSummary(list):
+class InitSummary(RowTable):
     """A list of :class:`LayerInit` rows that prints as a table."""
 
-    def __str__(self) -> str:
-        head = f"{'layer':<24} {'shape':<20} {'fan_in':>7} {'fan_out':>7} {'std':>10}"
-        rows = [
-            f"{r.name:<24} {str(list(r.shape)):<20} {r.fan_in:>7} {r.fan_out:>7} {r.std:>10.4g}"
-            for r in self
-        ]
-        return "\n".join([head, "-" * len(head), *rows])
-
-    def _repr_pretty_(self, p, cycle: bool) -> None:  # noqa: ANN001 (IPython hook)
-        p.text(str(self))
+    columns = (
+        ("name", "layer", "<24", ""),
+        ("shape", "shape", "<20", ""),
+        ("fan_in", "fan_in", ">7", ""),
+        ("fan_out", "fan_out", ">7", ""),
+        ("std", "std", ">10", ".4g"),
+    )
 
 
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")

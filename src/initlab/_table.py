@@ -1,7 +1,8 @@
 """Plain-text tables (private; public as :func:`initlab.plots.format_table`).
 
-The one table printer behind ``Records``, ``Prediction`` and ``Comparison``, and the one
-notebooks use instead of hand-built f-string tables.
+:func:`format_table` is the printer behind ``Records``, ``Prediction`` and ``Comparison``,
+and the one notebooks use instead of hand-built f-string tables; :class:`RowTable` is the
+fixed-width list behind ``InitSummary`` and ``LSUVResult``.
 """
 
 import math
@@ -39,3 +40,28 @@ def format_table(
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class RowTable(list):
+    """A list of rows (named tuples) that prints as a fixed-width table, in IPython too.
+
+    Subclasses set :attr:`columns`: ``(field, header, width and alignment, format spec)``,
+    e.g. ``("std", "std", ">10", ".4g")``; a tuple value prints as a list.
+    """
+
+    columns: tuple[tuple[str, str, str, str], ...] = ()
+
+    def __str__(self) -> str:
+        head = " ".join(format(title, width) for _, title, width, _ in self.columns)
+        rows = [
+            " ".join(
+                format(str(list(v)) if isinstance(v := getattr(row, field), tuple) else v,
+                       width + spec)
+                for field, _, width, spec in self.columns
+            )
+            for row in self
+        ]  # fmt: skip
+        return "\n".join([head, "-" * len(head), *rows])
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython's pretty printer
+        p.text(str(self))

@@ -16,6 +16,7 @@ from torch import nn
 from initlab._checks import check_int, check_positive
 from initlab._layers import LAYERS
 from initlab._structured import orthogonal_
+from initlab._table import RowTable
 
 __all__ = ["lsuv_", "LSUVLayer", "LSUVResult"]
 
@@ -28,16 +29,14 @@ class LSUVLayer(NamedTuple):
     std: float
 
 
-class LSUVResult(list):
+class LSUVResult(RowTable):
     """A list of :class:`LSUVLayer` rows, in execution order, that prints as a table."""
 
-    def __str__(self) -> str:
-        head = f"{'layer':<24} {'iterations':>10} {'std':>10}"
-        rows = [f"{r.name:<24} {r.iterations:>10} {r.std:>10.4f}" for r in self]
-        return "\n".join([head, "-" * len(head), *rows])
-
-    def _repr_pretty_(self, p, cycle: bool) -> None:  # noqa: ANN001 (IPython hook)
-        p.text(str(self))
+    columns = (
+        ("name", "layer", "<24", ""),
+        ("iterations", "iterations", ">10", ""),
+        ("std", "std", ">10", ".4f"),
+    )
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:
