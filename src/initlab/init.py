@@ -28,8 +28,7 @@ The additions: :func:`variance_scaling_` (the core that ``xavier_*``, ``kaiming_
 
 import math
 import warnings
-from collections.abc import Callable
-from typing import Literal, ParamSpec, TypeVar
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -46,6 +45,7 @@ from initlab._scaling import (
     std_from_fan,
 )
 from initlab._structured import dirac_, eye_, orthogonal_, sparse_
+from initlab._torch_compat import deprecated_alias
 from initlab._truncnorm import trunc_normal_, truncated_std
 
 __all__ = [
@@ -384,36 +384,14 @@ def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
     return int(correct_fan(fan_in, fan_out, mode, ("fan_in", "fan_out")))
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _deprecated(meth: Callable[_P, _R]) -> Callable[_P, _R]:
-    """The alias without the trailing underscore, warning as torch's ``_make_deprecate``."""
-    new_name = meth.__name__
-    old_name = new_name[:-1]
-
-    def deprecated_init(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        warnings.warn(
-            f"`nn.init.{old_name}` is now deprecated in favor of `nn.init.{new_name}`.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return meth(*args, **kwargs)
-
-    deprecated_init.__doc__ = f"{old_name}(...): deprecated, use :func:`{new_name}`."
-    deprecated_init.__name__ = old_name
-    return deprecated_init
-
-
-uniform = _deprecated(uniform_)
-normal = _deprecated(normal_)
-constant = _deprecated(constant_)
-eye = _deprecated(eye_)
-dirac = _deprecated(dirac_)
-xavier_uniform = _deprecated(xavier_uniform_)
-xavier_normal = _deprecated(xavier_normal_)
-kaiming_uniform = _deprecated(kaiming_uniform_)
-kaiming_normal = _deprecated(kaiming_normal_)
-orthogonal = _deprecated(orthogonal_)
-sparse = _deprecated(sparse_)
+uniform = deprecated_alias(uniform_)
+normal = deprecated_alias(normal_)
+constant = deprecated_alias(constant_)
+eye = deprecated_alias(eye_)
+dirac = deprecated_alias(dirac_)
+xavier_uniform = deprecated_alias(xavier_uniform_)
+xavier_normal = deprecated_alias(xavier_normal_)
+kaiming_uniform = deprecated_alias(kaiming_uniform_)
+kaiming_normal = deprecated_alias(kaiming_normal_)
+orthogonal = deprecated_alias(orthogonal_)
+sparse = deprecated_alias(sparse_)
