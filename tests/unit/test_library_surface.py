@@ -277,3 +277,28 @@ def test_residual_init_needs_a_residual_block():
         residual_init_(mlp(4, 8, 2, 2))
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         residual_init_("net")
+
+
+# ------------------------------------------------------- learners see public names only
+REPO = SRC.parents[1]
+PRIVATE_IMPORT = re.compile(r"\binitlab\._\w+|from initlab(?:\.\w+)* import\s+\(?\s*_\w+")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18: three notebooks still import initlab._quadrature (switch to "
+    "initlab.theory.gaussian_expectation, then drop this marker)",
+)
+def test_notebooks_exercises_and_outer_tests_use_public_names_only():
+    files = [
+        *REPO.glob("chapters/**/*.ipynb"),
+        *REPO.glob("exercises/*.ipynb"),
+        *(p for p in REPO.glob("tests/**/*.py") if "unit" not in p.relative_to(REPO).parts),
+    ]
+    assert files
+    offenders = [
+        f"{p.relative_to(REPO)}: {m.group(0)}"
+        for p in files
+        for m in PRIVATE_IMPORT.finditer(p.read_text())
+    ]
+    assert not offenders, offenders
