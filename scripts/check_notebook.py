@@ -8,7 +8,6 @@ when a figure cell produced no image although it calls a plotting function, or w
 stored file has outputs. Nothing is written back. Exit status 1 when any check fails.
 """
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_book import apply_kernel_env  # noqa: E402
 
 
 def check(path: Path) -> list[str]:
@@ -50,7 +52,7 @@ def check(path: Path) -> list[str]:
 
 
 def main(paths: list[str]) -> int:
-    os.environ.setdefault("INITLAB_PROGRESS", "0")
+    apply_kernel_env()  # the kernel environment of the book build (one thread, no bars)
     if not paths:
         print(__doc__)
         return 2
