@@ -11,7 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("INITLAB_PROGRESS", "0")
 
-_STAGES = ("tests/unit", "tests/grading", "chapters", "exercises", "tests/book", "tests/site")
+_STAGES = (
+    "tests/unit",
+    "tests/grading",
+    "tests/packaging",
+    "chapters",
+    "exercises",
+    "tests/book",
+    "tests/site",
+)
 _notebook_seconds: dict[str, float] = defaultdict(float)
 
 
