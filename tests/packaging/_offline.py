@@ -50,14 +50,20 @@ def offline_pip_env() -> dict[str, str]:
     """An environment in which pip installs from this machine's local package copies only.
 
     Network access is closed off (a proxy on a closed local port), so a test using it fails
-    rather than reach the internet.
+    rather than reach the internet. On a machine with no local copy the calling test is skipped
+    with the reason, except in CI (``CI`` set), where it fails.
     """
     indexes, links = local_sources()
     if not indexes and not links:
-        raise RuntimeError(
-            "pip is set up with no local package index or find-links folder on this machine; "
-            "the packaging tests install offline only (see tests/packaging/_offline.py)"
+        why = (
+            "pip is set up with no local package index or find-links folder on this machine, "
+            "and the install tests never reach the internet (tests/packaging/_offline.py)"
         )
+        if os.environ.get("CI"):
+            raise RuntimeError(why)
+        import pytest
+
+        pytest.skip(why)
     env = {**os.environ, **_NO_NETWORK, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_RETRIES": "0"}
     env["PIP_INDEX_URL"] = indexes[0] if indexes else ""
     env["PIP_EXTRA_INDEX_URL"] = " ".join(indexes[1:])

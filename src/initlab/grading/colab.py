@@ -60,7 +60,10 @@ def launch_settings(root: Path | None = None) -> LaunchSettings:
 
     from ._paths import repo_root
 
-    config = yaml.safe_load(((root or repo_root()) / "_config.yml").read_text(encoding="utf-8"))
+    path = (root or repo_root()) / "_config.yml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no _config.yml at {path}: the book's settings are missing")
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
     repo = config.get("repository") or {}
     url, branch = str(repo.get("url", "")).rstrip("/"), str(repo.get("branch", ""))
     if not url.startswith("https://") or not branch:
