@@ -20,9 +20,11 @@ Where the setup cell installs from is set in one place: ``repository.url`` and
 ``python -m initlab.grading build`` writes it into the student notebooks.
 
 Example:
-    >>> print(setup_cell_source(LaunchSettings("https://github.com/o/r", "main", "0.1.0")))
-    ... # doctest: +ELLIPSIS
-    # Colab only: ...
+    >>> settings = LaunchSettings("https://github.com/o/r", "main", "0.1.0")
+    >>> settings.requirement(("grading",))
+    'initlab[grading] @ git+https://github.com/o/r@main'
+    >>> "google.colab" in setup_cell_source(settings, "exercises.ipynb")
+    True
 """
 
 from __future__ import annotations
