@@ -26,7 +26,15 @@ build_book = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_book)
 build_book.apply_kernel_env()  # the kernels' thread count and progress bars, set in one place
 
-_STAGES = ("tests/unit", "tests/grading", "chapters", "exercises", "tests/book", "tests/site")
+_STAGES = (
+    "tests/unit",
+    "tests/grading",
+    "tests/packaging",
+    "chapters",
+    "exercises",
+    "tests/book",
+    "tests/site",
+)
 _notebook_seconds: dict[str, float] = defaultdict(float)
 
 

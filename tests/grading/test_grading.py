@@ -159,7 +159,8 @@ def test_student_notebook_has_stubs_checks_and_stable_ids() -> None:
     nb = nbformat.read(STUDENT, as_version=4)
     text = STUDENT.read_text(encoding="utf-8")
     assert '"execution_count": null' in text and '"outputs": []' in text
-    assert 'otter.Notebook("exercises.ipynb")' in nb.cells[0].source
+    assert nb.cells[0].metadata.get("initlab_setup")  # the Colab setup cell, then otter's
+    assert 'otter.Notebook("exercises.ipynb")' in nb.cells[1].source
     checks = re.findall(r'grader\.check\("(q\d)"\)', "\n".join(c.source for c in nb.cells))
     assert checks == sorted(POINTS) and len(POINTS) >= 5
     assert all(re.fullmatch(r"c\d\d-[0-9a-f]{8}", c.id) for c in nb.cells)

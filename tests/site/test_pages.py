@@ -8,6 +8,7 @@ Pages come from _toc.yml (see conftest.py). A full-page screenshot of each is sa
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -177,6 +178,18 @@ def test_launch_buttons_open_this_notebook(
         )
     download = f"_sources/{page.docname}.ipynb"
     assert (site_dir / download).is_file(), f"the page's notebook {download} was not copied"
+
+
+def test_colab_setup_cell_is_hidden_but_downloaded(notebook_page: sc.Page, site_dir: Path) -> None:
+    """The first cell (installs initlab on Colab) is not on the page; the notebook keeps it."""
+    page = notebook_page
+    text = rules.html_text((site_dir / page.html).read_text())
+    assert "google.colab" not in text, f"{page.html} shows the Colab setup cell"
+    source = json.loads((site_dir / "_sources" / f"{page.docname}.ipynb").read_text())
+    first = source["cells"][0]
+    assert first["metadata"].get("initlab_setup") and "google.colab" in "".join(first["source"]), (
+        f"_sources/{page.docname}.ipynb (the download button's copy) has no setup cell"
+    )
 
 
 def test_exercise_page_hides_solutions_and_hidden_tests(

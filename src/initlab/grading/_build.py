@@ -28,6 +28,7 @@ from pathlib import Path
 import nbformat
 
 from ._paths import STUDENT_NOTEBOOK, autograder_zip, masters, repo_root, student_notebook
+from .colab import add_setup_cell, launch_settings
 
 _MARKERS = (
     "BEGIN SOLUTION",
@@ -147,6 +148,7 @@ def build_chapter(
     stu, _ag_nb, zip_path = _run_assign(master, out_dir)
     student = nbformat.read(stu, as_version=4)
     check_no_leaks(student, nbformat.read(master, as_version=4))
+    add_setup_cell(student, launch_settings(), student_name)  # Colab setup cell, first
     return normalise(student, master.name, student_name), zip_path
 
 
