@@ -227,13 +227,15 @@ def fixup_scale(num_blocks: int, layers_per_branch: int) -> float:
 def fixup_(model: nn.Module) -> dict[str, float]:
     r"""Apply Fixup's initialisation rule to every residual block of ``model``, in place.
 
-    Fixup (Zhang, Dauphin & Ma 2019, sec. 3, rules 2 and 3), with :math:`L` the number of
+    Fixup (Zhang, Dauphin & Ma 2019, sec. 3, rules 1 and 2), with :math:`L` the number of
     :class:`Residual`/:class:`ReZero` blocks: in each branch with :math:`m` ``Linear``/``Conv``
     layers (registration order), the last layer's weight is set to zero and every other
     layer's weight is multiplied by :func:`fixup_scale` :math:`(L, m) = L^{-1/(2m-2)}`; every
     bias of those layers is set to zero. The weights are assumed to be He-initialised already
-    (e.g. by ``init_model_(model, "kaiming_normal", "relu")``); Fixup's scalar multipliers and
-    biases and the zero-initialised classifier (rule 1) are left to the model.
+    (e.g. by ``init_model_(model, "kaiming_normal", "relu")``). Left to the model: the
+    zero-initialised classifier (the other half of rule 1) and rule 3, a scalar multiplier
+    (initialised at 1) in every branch and scalar biases (initialised at 0) before each
+    linear layer and activation, which changes nothing at initialisation.
 
     Returns:
         The scale applied to each block, by block name.
