@@ -50,6 +50,7 @@ HOSTILE = {  # fixture (applied to the solution) -> points it must lose, error t
     "exits": ({}, "ended the process"),
     "segfault": ({}, "ended the process"),
     "unkillable_loop": ({}, "was skipped"),
+    "memory_hog": ({}, "MemoryError"),
     "fake_success": ({"q5": 2}, ""),
     "monkeypatch": ({"q1": 2}, ""),
     "patch_checks": ({"q5": 2}, ""),
@@ -306,16 +307,31 @@ def test_leak_check_catches_a_solution_line() -> None:
         check_no_leaks(leaky, master)
 
 
-def test_build_check_reports_a_modified_bundle(built: Path, tmp_path: Path) -> None:
+def test_a_modified_bundle_is_detected_and_rebuilt(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``grade`` compares the bundle with the hash ``build`` recorded and rebuilds on a
+    mismatch (``build`` is stubbed here: it restores the bytes, as a real rebuild would)."""
+    from initlab.grading import _build
+    from initlab.grading._grade import verified_bundle
+
     root = tmp_path / "root"
-    shutil.copytree(built, root)
+    shutil.copytree(built / "exercises", root / "exercises")
     bundle = _bundle(root)
+    good = bundle.read_bytes()
+    assert _build.bundle_digest_ok(CHAPTER, root)
     with zipfile.ZipFile(bundle, "a") as zf:
         zf.writestr("tests/q9.py", "name = 'q9'\n")
-    env = {**os.environ, "INITLAB_ROOT": str(root)}
-    cmd = [sys.executable, "-m", "initlab.grading", "build", CHAPTER, "--check"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 1 and "MODIFIED BUNDLE" in proc.stdout, proc.stdout
+    assert not _build.bundle_digest_ok(CHAPTER, root)
+    rebuilt = []
+
+    def fake_build(chapters, root=None, force=False, check=False):
+        rebuilt.append((chapters, force))
+        bundle.write_bytes(good)
+        return 0
+
+    monkeypatch.setattr(_build, "build", fake_build)
+    assert verified_bundle(CHAPTER, root) == good and rebuilt == [([CHAPTER], True)]
 
 
 # --- the gradebook ------------------------------------------------------------------------------

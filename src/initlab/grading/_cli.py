@@ -94,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ungraded = [g.file for g in grades if not g.graded]
+    n = max(1, len(grades))
     print(
         f"graded {len(grades) - len(ungraded)}/{len(grades)} submissions in "
-        f"{time.monotonic() - start:.1f} s -> {args.out}"
+        f"{time.monotonic() - start:.1f} s -> {args.out} (per submission: "
+        f"{sum(g.seconds for g in grades) / n:.1f} s wall, "
+        f"{sum(g.cpu_seconds for g in grades) / n:.1f} s CPU)"
     )
     for f in ungraded:
         print(f"  not graded: {f}")

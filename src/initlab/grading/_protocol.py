@@ -191,7 +191,8 @@ def _npy(arr: np.ndarray, blobs: list[bytes]) -> int:
 
 def _type_name(obj: Any) -> str:
     t = type(obj)
-    return short(f"{t.__module__}.{t.__qualname__}", 80)
+    full = f"{t.__module__}.{t.__name__}"
+    return f"a {short(full if len(full) <= 80 else t.__name__, 80)} object"
 
 
 def _tensor(t: Any, blobs: list[bytes]) -> dict[str, Any]:
@@ -228,6 +229,8 @@ def encode(obj: Any, blobs: list[bytes], leaves: list[Any], depth: int = 0) -> A
         return {"t": "opaque", "type": "a too deeply nested value"}
     if obj is None or type(obj) in (bool, int, str):
         return obj
+    if obj is Ellipsis:
+        return {"t": "ellipsis"}
     if type(obj) is float:
         return {"t": "float", "v": repr(obj)}  # keeps nan and inf exact through JSON
     if type(obj) is complex:
@@ -236,7 +239,7 @@ def encode(obj: Any, blobs: list[bytes], leaves: list[Any], depth: int = 0) -> A
         return {"t": "npscalar", "b": _npy(np.asarray(obj), blobs)}
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject or obj.dtype.kind == "V":
-            return {"t": "opaque", "type": f"numpy array of dtype {obj.dtype}"}
+            return {"t": "opaque", "type": f"a numpy array of dtype {obj.dtype}"}
         return {"t": "ndarray", "b": _npy(np.ascontiguousarray(obj), blobs)}
     if isinstance(obj, torch.Tensor):
         if obj.is_sparse or obj.layout != torch.strided:
@@ -282,7 +285,7 @@ class Opaque:
     """A value the learner returned that cannot cross the sandbox boundary as data."""
 
     def __init__(self, type_name: str) -> None:
-        object.__setattr__(self, "_type", short(type_name, 80))
+        object.__setattr__(self, "_type", short(type_name, 100))
 
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"the answer is {self._type}, which the grader cannot use as data")
@@ -346,6 +349,8 @@ def decode(tree: Any, blobs: list[bytes], leaves: list[Any], depth: int = 0) -> 
         return leaves[i]
     if kind == "float":
         return float(str(tree.get("v")))
+    if kind == "ellipsis":
+        return ...
     if kind == "complex":
         re_, im = tree.get("v", [0, 0])
         return complex(float(str(re_)), float(str(im)))

@@ -38,6 +38,7 @@ MEMORY_BYTES = 4 << 30
 TMP_BYTES = 256 << 20
 MAX_RESTARTS = 5
 BACKSTOP_S = 10.0  # added to the cell limit before the grader kills a silent driver
+STARTUP_S = 120.0  # for the driver's imports (torch, IPython) on a loaded machine
 
 
 class LearnerError(Exception):
@@ -154,6 +155,24 @@ def _limits() -> None:  # runs in the child between fork and exec
     resource.setrlimit(resource.RLIMIT_FSIZE, (TMP_BYTES, TMP_BYTES))
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants (0 if unknown)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
 def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
@@ -183,6 +202,8 @@ class Session:
         self.hung: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.broken: str | None = None  # why the notebook cannot be run again
+        self._launched = False
+        self.cpu_seconds = 0.0  # of the sandbox's processes, measured when they are killed
         self.starts = 0
         self._stderr: Any = None
 
@@ -240,6 +261,7 @@ class Session:
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        self.cpu_seconds += _tree_cpu(proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the unsandboxed driver's session
         except ProcessLookupError:
@@ -294,16 +316,27 @@ class Session:
 
     # -- the notebook -------------------------------------------------------------------------------
 
+    def launch(self) -> None:
+        """Start the sandbox and send it the notebook, without waiting (see :meth:`start`)."""
+        self.kill()
+        self._spawn()
+        try:
+            self._send(pickle.dumps(("setup", self.cells, sorted(self.skip), self._cell_s())))
+        except EOFError:
+            pass  # start() reports it
+        self._launched = True
+
     def start(self) -> None:
         """(Re)start the sandbox and run the notebook, skipping cells that killed it before."""
         for _ in range(MAX_RESTARTS + 1):
-            self.kill()
-            self._spawn()
+            if not self._launched:
+                self.launch()
+            self._launched = False
             current: int | None = None
             try:
-                self._send(pickle.dumps(("setup", self.cells, sorted(self.skip), self._cell_s())))
                 while True:
-                    msg, _ = self._receive(time.monotonic() + self._cell_s() + BACKSTOP_S)
+                    wait = STARTUP_S if current is None else self._cell_s() + BACKSTOP_S
+                    msg, _ = self._receive(time.monotonic() + wait)
                     if msg.get("ev") == "cell":
                         current = int(msg["i"])
                     elif msg.get("ev") == "done":
