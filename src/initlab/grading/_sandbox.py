@@ -88,9 +88,7 @@ class Driver:
                 error = exc
             finally:
                 signal.alarm(0)
-            text = None
-            if error is not None:
-                text = P.short(f"{type(error).__name__}: {error}")
+            text = None if error is None else _describe(error)
             self.send({"ev": "done", "i": i, "error": text})
 
     # -- requests ----------------------------------------------------------------------------
@@ -129,7 +127,14 @@ class Driver:
                         raise TypeError(f"{name} is not a function")
                     result = value(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001 - reported, never fatal
-                    self.send({"ev": "raised", "error": P.short(f"{type(exc).__name__}: {exc}")})
+                    builtin = type(exc).__module__ == "builtins"
+                    self.send(
+                        {
+                            "ev": "raised",
+                            "type": type(exc).__name__ if builtin else None,
+                            "error": _describe(exc),
+                        }
+                    )
                     continue
                 self.reply(result, leaves)
 
@@ -145,6 +150,12 @@ class Driver:
 
 
 _MISSING = object()
+
+
+def _describe(exc: BaseException) -> str:
+    """``"ValueError: message"`` (or just the type's name), cut to a short line."""
+    text = str(exc)
+    return P.short(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def _is_data(value: Any) -> bool:

@@ -14,6 +14,12 @@ installation, the virtual environment and the folder holding the ``initlab`` pac
 else of the file system; a private ``/tmp`` (tmpfs of :data:`TMP_BYTES`) holding the notebook;
 a seccomp filter that refuses to create processes (threads are allowed); ``RLIMIT_AS``
 of :data:`MEMORY_BYTES`.
+
+Why seccomp rather than ``RLIMIT_NPROC``: the kernel counts that limit per real user and
+does not apply it to root, and a sandbox that root starts runs, outside its user namespace,
+as root (a fork loop under ``RLIMIT_NPROC`` = 20 made 100 processes here). Refusing ``fork``,
+``vfork`` and ``clone`` without ``CLONE_THREAD`` holds for every user; threads are bounded
+by the memory limit.
 """
 
 from __future__ import annotations
@@ -43,6 +49,26 @@ STARTUP_S = 120.0  # for the driver's imports (torch, IPython) on a loaded machi
 
 class LearnerError(Exception):
     """A learner's function raised, hung, crashed or returned something unusable."""
+
+
+_RAISED: dict[str, type] = {}
+
+
+def _learner_exception(name: Any) -> type:
+    """The class to raise in the grader for an exception the learner's function raised: a
+    :class:`LearnerError` that is also the builtin exception of that name (``ValueError``,
+    ...), so a test can expect it; only subclasses of ``Exception`` qualify."""
+    import builtins
+
+    base = getattr(builtins, name, None) if isinstance(name, str) else None
+    if not (isinstance(base, type) and issubclass(base, Exception)) or base is LearnerError:
+        return LearnerError
+    if name not in _RAISED:
+        try:
+            _RAISED[name] = type(f"Learner{name}", (LearnerError, base), {})
+        except TypeError:  # an incompatible layout
+            return LearnerError
+    return _RAISED[name]
 
 
 class SubmissionTimeout(BaseException):
@@ -408,7 +434,8 @@ class Session:
                 if ev == "callback":
                     self._send(self._callback(msg, blobs, callables))
                 elif ev == "raised":
-                    raise LearnerError(f"{name} raised {P.short(msg.get('error', ''))}")
+                    text = f"{name} raised {P.short(msg.get('error', ''))}"
+                    raise _learner_exception(msg.get("type"))(text)
                 elif ev == "value":
                     result = P.decode(msg.get("v"), blobs, leaves)
                     states = msg.get("leaves")
