@@ -463,6 +463,7 @@ def test_nothing_of_the_hidden_tests_or_bundle_reaches_any_output(
             assert not [s for s in lines if s in text or json.dumps(s)[1:-1] in text]
     stolen = graded["rows"]["contain-steal"]["error"]
     assert "RuntimeError: no " in stolen and len(stolen) < 400  # it read nothing, and is cut
+    assert "root:" not in stolen and "Stable Training" not in stolen
 
 
 def test_a_blank_notebook_after_a_poisoning_attempt_scores_zero(graded, built: Path) -> None:

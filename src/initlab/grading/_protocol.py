@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_FRAME = 256 << 20  # bytes; a bigger frame from the sandbox is a protocol error
+MAX_FRAME = 64 << 20  # bytes; a bigger frame from the sandbox is a protocol error
 MAX_TEXT = 150  # characters kept of any text that comes from the submission
 _MAX_DEPTH = 32
 _MAX_ITEMS = 100_000
@@ -97,7 +97,7 @@ def unpack_message(payload: bytes) -> tuple[dict[str, Any], list[bytes]]:
                 raise ValueError("blob runs past the frame")
             blobs.append(payload[pos : pos + n])
             pos += n
-    except (ValueError, struct.error, UnicodeDecodeError) as exc:
+    except (ValueError, struct.error, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"malformed message from the sandbox: {short(exc)}") from None
     if not isinstance(header, dict):
         raise ProtocolError("malformed message from the sandbox: header is not an object")

@@ -9,7 +9,7 @@ marks that function as hung (later calls fail at once) and the next call restart
 
 The sandbox (:func:`bwrap_command`): bubblewrap with every namespace unshared (no network, own
 PID namespace: every process dies with it), uid/gid 65534, no capabilities, a new session, no
-nested user namespaces; read-only binds of the system (``/usr``, ``/etc``, ...), the Python
+nested user namespaces; read-only binds of the system (``/usr``, parts of ``/etc``), the Python
 installation, the virtual environment and the folder holding the ``initlab`` package, nothing
 else of the file system; a private ``/tmp`` (tmpfs of :data:`TMP_BYTES`) holding the notebook;
 a seccomp filter that refuses to create processes (threads are allowed); ``RLIMIT_AS``
@@ -40,6 +40,13 @@ from typing import Any
 
 from . import _protocol as P
 
+ETC = tuple(  # the parts of /etc a Python process reads (not /etc/shadow and the like)
+    f"/etc/{name}"
+    for name in (
+        "ld.so.cache ld.so.conf ld.so.conf.d passwd group nsswitch.conf localtime "
+        "alternatives fonts"
+    ).split()
+)
 MEMORY_BYTES = 4 << 30
 TMP_BYTES = 256 << 20
 MAX_RESTARTS = 5
@@ -138,11 +145,11 @@ def bwrap_command(bwrap: str, seccomp_fd: int | None, notebook_fd: int, name: st
     cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     cmd += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
     ro: list[str] = []
-    for top in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", *ETC):
         p = Path(top)
         if p.is_symlink():
             cmd += ["--symlink", os.readlink(p), top]
-        elif p.is_dir():
+        elif p.exists():
             ro.append(top)
     for extra in (sys.base_prefix, sys.prefix, sys.exec_prefix, str(_package_root())):
         real = str(Path(extra).resolve())
