@@ -381,7 +381,12 @@ class Session:
                     else:
                         raise P.ProtocolError("unexpected message while running the notebook")
             except (EOFError, TimeoutError, P.ProtocolError, KeyError, ValueError) as exc:
-                code = self.proc.poll() if self.proc else None
+                code = None
+                if self.proc is not None and not isinstance(exc, TimeoutError):
+                    try:
+                        code = self.proc.wait(timeout=2)  # the exit status, once it is known
+                    except subprocess.TimeoutExpired:
+                        pass
                 self.kill()
                 if current is None:
                     why = self.stderr_tail() or f"{type(exc).__name__} {exc}".strip()
