@@ -49,8 +49,9 @@ lab: setup
 
 grade: setup
 	@if [ -z "$(CHAPTER)" ] || [ -z "$(SUBMISSIONS)" ]; then \
-	  echo "usage: make grade CHAPTER=03_xavier SUBMISSIONS='submissions/*.ipynb' [JOBS=2] [OUT=grades.csv]" >&2; exit 2; fi
-	$(PY) -m initlab.grading grade $(CHAPTER) $(SUBMISSIONS) --jobs $(or $(JOBS),2) --out $(or $(OUT),grades.csv)
+	  echo "usage: make grade CHAPTER=03_xavier SUBMISSIONS='submissions/*.ipynb' [JOBS=2] [OUT=grades.csv] [TIMEOUT=300] [FEEDBACK_DIR=feedback]" >&2; exit 2; fi
+	$(PY) -m initlab.grading grade $(CHAPTER) $(SUBMISSIONS) --jobs $(or $(JOBS),2) --out $(or $(OUT),grades.csv) \
+	  --timeout $(or $(TIMEOUT),300) $(if $(FEEDBACK_DIR),--feedback-dir $(FEEDBACK_DIR))
 
 clean:
 	rm -rf _build exercises/_autograder

@@ -1,18 +1,22 @@
-"""Guarantees of the exercise machinery (issue 5): build, leaks, grading, hostile submissions.
+"""Guarantees of the exercise machinery (issues 5 and 14): build, leaks, grading, a hostile class.
 
-Grading a notebook costs seconds, so every submission is graded once per session, in one
-``python -m initlab.grading grade --jobs 2`` call (session-scoped fixture).
+Grading costs seconds per submission, so every submission of a scenario is graded once per
+session, in one ``python -m initlab.grading grade --jobs 2`` call (session-scoped fixtures).
+Tests that need bubblewrap skip with a message where it is missing, unless
+``INITLAB_REQUIRE_SANDBOX=1`` (set by .ci/run) makes that a failure.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -21,8 +25,9 @@ import psutil
 import pytest
 from _notebooks import FIXTURES, apply_fixture, master_solutions, solved
 
-from initlab.grading import LeakError, check_no_leaks, grade, masters, student_notebook
-from initlab.grading._build import build_chapter, solution_lines
+from initlab.grading import LeakError, build, check_no_leaks, masters, student_notebook
+from initlab.grading._build import solution_lines
+from initlab.grading._grade import Grade, _csv_text, csv_cell, sandbox_self_test
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTER = "03_xavier"
@@ -33,39 +38,66 @@ WRONG = {  # fixture -> the question it must lose points on
     "q1_n_in_only": "q1",
     "q1_ignores_gain": "q1",
     "q2_no_sqrt3": "q2",
+    "q2_string_factor": "q2",
     "q3_normal_same_variance": "q3",
     "q3_no_receptive_field": "q3",
     "q4_tanh_gain": "q4",
     "q5_forward_ratio": "q5",
 }
-HOSTILE = [
-    "raises",
-    "infinite_loop",
-    "exits",
-    "segfault",
-    "fake_success",
-    "monkeypatch",
-    "patch_checks",
-]
+HOSTILE = {  # fixture (applied to the solution) -> points it must lose, error text expected
+    "raises": ({}, "RuntimeError: hostile"),
+    "infinite_loop": ({}, "CellTimeout"),
+    "exits": ({}, "ended the process"),
+    "segfault": ({}, "ended the process"),
+    "unkillable_loop": ({}, "was skipped"),
+    "memory_hog": ({}, "MemoryError"),
+    "fake_success": ({"q5": 2}, ""),
+    "monkeypatch": ({"q1": 2}, ""),
+    "patch_checks": ({"q5": 2}, ""),
+    "hang": ({"q4": 3}, "sigma_tanh did not return within"),
+    "crash_in_call": ({"q5": 2}, "backward_variance_ratio ended the sandbox process"),
+}
+TAMPER = sorted(p.stem for p in (FIXTURES / "tamper").glob("*.py"))
+CONTAIN = ["survivor", "steal", "vandal"]
+CALL_TIMEOUT = 4
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A fresh build in a scratch root (the repository's files are not touched)."""
+def sandbox() -> None:
+    """Skip (or, with INITLAB_REQUIRE_SANDBOX=1, fail) where bubblewrap cannot sandbox."""
+    why = sandbox_self_test()
+    if why is not None:
+        msg = (
+            f"bubblewrap sandbox unavailable ({why}); install Debian's `bubblewrap` to run "
+            "the grading tests"
+        )
+        if _truthy("INITLAB_REQUIRE_SANDBOX"):
+            pytest.fail(f"{msg}. INITLAB_REQUIRE_SANDBOX=1 forbids skipping them.", pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh build of every master in a scratch root (the repository's files are untouched)."""
     root = tmp_path_factory.mktemp("root")
     (root / "exercises").mkdir()
-    shutil.copy(MASTER, root / "exercises" / MASTER.name)
-    text, zip_path = build_chapter(CHAPTER, root / "exercises" / MASTER.name, root / "out")
-    bundle = root / "exercises" / "_autograder" / CHAPTER / "autograder.zip"
-    bundle.parent.mkdir(parents=True)
-    shutil.copy(zip_path, bundle)
-    return root, text
+    for master in masters().values():
+        shutil.copy(master, root / "exercises" / master.name)
+    assert build(root=root) == 0
+    return root
+
+
+def _bundle(root: Path, chapter: str = CHAPTER) -> Path:
+    return root / "exercises" / "_autograder" / chapter / "autograder.zip"
 
 
 @pytest.fixture(scope="session")
-def hidden_test_sources(built: tuple[Path, str]) -> dict[str, str]:
-    root, _ = built
-    with zipfile.ZipFile(root / "exercises" / "_autograder" / CHAPTER / "autograder.zip") as zf:
+def hidden_test_sources(built: Path) -> dict[str, str]:
+    with zipfile.ZipFile(_bundle(built)) as zf:
         return {n: zf.read(n).decode() for n in zf.namelist() if n.startswith("tests/")}
 
 
@@ -90,58 +122,132 @@ def _hidden_only(sources: dict[str, str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _submission(dest: Path, name: str, fixture: Path | None = None, answered: bool = True) -> Path:
-    nb = solved(STUDENT, MASTER) if answered else nbformat.read(STUDENT, as_version=4)
+def _notebook(
+    dest: Path,
+    name: str,
+    fixture: Path | None = None,
+    answered: bool = True,
+    chapter: str = CHAPTER,
+    subs: dict[str, str] | None = None,
+) -> Path:
+    student, master = student_notebook(chapter), masters()[chapter]
+    nb = solved(student, master) if answered else nbformat.read(student, as_version=4)
     if fixture is not None:
-        nb = apply_fixture(nb, fixture)
+        text = fixture.read_text(encoding="utf-8")
+        for key, value in (subs or {}).items():
+            text = text.replace(key, value)
+        tmp = dest / f".{name}.fixture.py"
+        tmp.write_text(text, encoding="utf-8")
+        nb = apply_fixture(nb, tmp)
+        tmp.unlink()
     path = dest / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path
 
 
-@pytest.fixture(scope="session")
-def graded(built: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory):
-    """Grade every submission once, through the command line; return (exit code, results)."""
-    root, _ = built
-    subs = tmp_path_factory.mktemp("submissions")
-    paths = [_submission(subs, "solved"), _submission(subs, "unmodified", answered=False)]
-    paths += [_submission(subs, f"wrong-{n}", FIXTURES / "wrong" / f"{n}.py") for n in WRONG]
-    paths += [_submission(subs, f"hostile-{n}", FIXTURES / "hostile" / f"{n}.py") for n in HOSTILE]
-    (subs / "not-a-notebook.ipynb").write_text("{ this is not json")
-    paths.append(subs / "not-a-notebook.ipynb")
-    out, fb = subs / "grades.csv", subs / "feedback"
-    cmd = [
-        sys.executable,
-        "-m",
-        "initlab.grading",
-        "grade",
-        CHAPTER,
-        *map(str, paths),
-        "--out",
-        str(out),
-        "--jobs",
-        "2",
-        "--timeout",
-        "240",
-        "--cell-timeout",
-        "40",
-        "--feedback-dir",
-        str(fb),
-    ]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "INITLAB_ROOT": str(root)},
-    )
+def _tree_hash(*tops: Path) -> dict[str, str]:
+    """sha256 of every file under ``tops`` (a missing file shows as missing)."""
+    out = {}
+    for top in tops:
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for p in files:
+            if "__pycache__" in p.parts or ".pytest_cache" in p.parts:
+                continue
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _run_grade(root: Path, paths: list[Path], out: Path, *extra: str, cwd: Path | None = None):
+    cmd = [sys.executable, "-m", "initlab.grading", "grade", CHAPTER, *map(str, paths)]
+    cmd += ["--out", str(out), "--jobs", "2", "--timeout", "200", "--cell-timeout", "4"]
+    cmd += ["--call-timeout", str(CALL_TIMEOUT), *extra]
+    env = {**os.environ, "INITLAB_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=cwd)
+
+
+def _read(out: Path, fb: Path) -> tuple[dict[str, dict[str, str]], dict[str, dict]]:
     with open(out, newline="") as f:
         rows = {Path(r["file"]).stem: r for r in csv.DictReader(f)}
     feedback = {}
     for p in sorted(fb.glob("*.json")):
         data = json.loads(p.read_text())
         feedback[Path(data["file"]).stem] = data
-    return proc, rows, feedback, fb
+    return rows, feedback
+
+
+@pytest.fixture(scope="session")
+def graded(sandbox: None, built: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Grade the whole hostile class once, sandboxed; record hashes before and after."""
+    root = built
+    subs = tmp_path_factory.mktemp("submissions")
+    cwd = tmp_path_factory.mktemp("cwd")
+    (cwd / "instructor-notes.txt").write_text("do not touch")
+    (subs / "victim.txt").write_text("another learner's file")
+    out, fb = subs / "out" / "grades.csv", subs / "out" / "feedback"
+    marks = {
+        "@ROOT@": str(root),
+        "@SUBS@": str(subs),
+        "@BUNDLE@": str(_bundle(root)),
+        "@OUT@": str(out),
+        "@FEEDBACK@": str(fb),
+        "@REPO@": str(ROOT),
+    }
+    paths = [_notebook(subs, "solved"), _notebook(subs, "unmodified", answered=False)]
+    paths += [_notebook(subs, f"wrong-{n}", FIXTURES / "wrong" / f"{n}.py") for n in WRONG]
+    for n in HOSTILE:
+        where = "hostile" if (FIXTURES / "hostile" / f"{n}.py").exists() else "contain"
+        paths.append(_notebook(subs, f"hostile-{n}", FIXTURES / where / f"{n}.py"))
+    for n in TAMPER:
+        paths.append(_notebook(subs, f"tamper-{n}", FIXTURES / "tamper" / f"{n}.py", False))
+    for n in CONTAIN:
+        paths.append(_notebook(subs, f"contain-{n}", FIXTURES / "contain" / f"{n}.py", subs=marks))
+    # Graded after the poisoning attempt (vandal), in the same run: still zero.
+    paths.append(_notebook(subs, "unmodified-after", answered=False))
+    paths.append(_notebook(subs, "other-set", chapter="04b_beyond_xavier"))
+    (subs / "not-a-notebook.ipynb").write_text("{ this is not json")
+    paths.append(subs / "not-a-notebook.ipynb")
+    watched = [root / "exercises", ROOT / "src", ROOT / "exercises", subs, cwd]
+    ours = str(Path(sys.executable).parent)  # this checkout's environment, not another's
+    before = _tree_hash(*watched)
+    procs_before = {p.pid for p in psutil.process_iter()}
+    start = time.monotonic()
+    proc = _run_grade(root, paths, out, "--feedback-dir", str(fb), cwd=cwd)
+    seconds = time.monotonic() - start
+    written = _tree_hash(out, fb)
+    time.sleep(4)  # a survivor would rewrite the gradebook about now
+    after = _tree_hash(*watched)
+    for name in [str(out), *(str(p) for p in fb.glob("*.json"))]:
+        before.pop(name, None)
+        after.pop(name, None)
+    left = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline", "environ"])
+        if p.pid not in procs_before
+        and (
+            str(subs) in " ".join(p.info["cmdline"] or [])
+            or (
+                ours in " ".join(p.info["cmdline"] or [])
+                and "initlab.grading" in " ".join(p.info["cmdline"] or [])
+            )
+            or "initlab-survivor" in " ".join(p.info["cmdline"] or [])
+            or "INITLAB_SURVIVOR" in (p.info["environ"] or {})
+        )
+    ]
+    rows, feedback = _read(out, fb)
+    return {
+        "proc": proc,
+        "rows": rows,
+        "feedback": feedback,
+        "fb": fb,
+        "out": out,
+        "before": before,
+        "after": after,
+        "written": written,
+        "rewritten": _tree_hash(out, fb),
+        "left": left,
+        "seconds": seconds,
+        "count": len(paths),
+    }
 
 
 def _scores(row: dict[str, str]) -> dict[str, float]:
@@ -151,8 +257,12 @@ def _scores(row: dict[str, str]) -> dict[str, float]:
 # --- build ------------------------------------------------------------------------------------
 
 
-def test_rebuild_is_byte_identical_to_committed(built: tuple[Path, str]) -> None:
-    assert STUDENT.read_text(encoding="utf-8") == built[1], "run: python -m initlab.grading build"
+@pytest.mark.parametrize("chapter", sorted(masters()))
+def test_rebuild_is_byte_identical_to_committed(built: Path, chapter: str) -> None:
+    committed = student_notebook(chapter).read_text(encoding="utf-8")
+    assert committed == student_notebook(chapter, built).read_text(encoding="utf-8"), (
+        "run: python -m initlab.grading build"
+    )
 
 
 def test_student_notebook_has_stubs_checks_and_stable_ids() -> None:
@@ -168,7 +278,7 @@ def test_student_notebook_has_stubs_checks_and_stable_ids() -> None:
 
 
 def test_no_solution_or_hidden_test_in_student_notebooks(
-    built: tuple[Path, str], hidden_test_sources: dict[str, str]
+    built: Path, hidden_test_sources: dict[str, str]
 ) -> None:
     master = nbformat.read(MASTER, as_version=4)
     sol = solution_lines(master)
@@ -180,7 +290,7 @@ def test_no_solution_or_hidden_test_in_student_notebooks(
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, student
     # This master's solution lines and hidden tests, against its own student notebook (other
     # chapters may legitimately share a generic line such as "with torch.no_grad():").
-    for text in (built[1], student_notebook(CHAPTER).read_text()):
+    for text in (student_notebook(CHAPTER, built).read_text(), STUDENT.read_text()):
         assert not [line for line in sol if line in text]
         for name, lines in hidden:
             assert name not in text
@@ -203,32 +313,97 @@ def test_leak_check_catches_a_solution_line() -> None:
         check_no_leaks(leaky, master)
 
 
-# --- grading ----------------------------------------------------------------------------------
+def test_a_modified_bundle_is_detected_and_rebuilt(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``grade`` compares the bundle with the hash ``build`` recorded and rebuilds on a
+    mismatch (``build`` is stubbed here: it restores the bytes, as a real rebuild would)."""
+    from initlab.grading import _build
+    from initlab.grading._grade import verified_bundle
+
+    root = tmp_path / "root"
+    shutil.copytree(built / "exercises", root / "exercises")
+    bundle = _bundle(root)
+    good = bundle.read_bytes()
+    assert _build.bundle_digest_ok(CHAPTER, root)
+    with zipfile.ZipFile(bundle, "a") as zf:
+        zf.writestr("tests/q9.py", "name = 'q9'\n")
+    assert not _build.bundle_digest_ok(CHAPTER, root)
+    rebuilt = []
+
+    def fake_build(chapters, root=None, force=False, check=False):
+        rebuilt.append((chapters, force))
+        bundle.write_bytes(good)
+        return 0
+
+    monkeypatch.setattr(_build, "build", fake_build)
+    assert verified_bundle(CHAPTER, root) == good and rebuilt == [([CHAPTER], True)]
+
+
+# --- the gradebook ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1", "'+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("alice.ipynb", "alice.ipynb"),
+        ("1.5", "1.5"),
+    ],
+)
+def test_csv_cells_cannot_be_formulas(value: str, cell: str) -> None:
+    assert csv_cell(value) == cell
+
+
+def test_csv_escapes_every_column() -> None:
+    g = Grade("=cmd|' /C calc'!A0.ipynb", True, {"q1": 1.0}, {"q1": 2.0}, ["-1+1 @x"])
+    g.status = "ok"
+    rows = list(csv.reader(_csv_text([g], ["q1"]).splitlines()))
+    assert rows[0] == ["file", "q1", "total", "possible", "seconds", "status", "error"]
+    assert rows[1][0].startswith("'=") and rows[1][-1].startswith("'-")
+
+
+# --- grading a hostile class --------------------------------------------------------------------
 
 
 def test_every_submission_has_a_row_and_exit_code_reports_the_ungraded(graded) -> None:
-    proc, rows, feedback, _ = graded
-    assert len(rows) == 2 + len(WRONG) + len(HOSTILE) + 1, proc.stderr[-2000:]
-    assert list(next(iter(rows.values())))[:6] == ["file", "q1", "q2", "q3", "q4", "q5"]
-    assert set(feedback) == set(rows)
-    assert proc.returncode == 1  # the segfault and the non-notebook could not be graded
+    proc, rows = graded["proc"], graded["rows"]
+    assert len(rows) == graded["count"], proc.stderr[-3000:]
+    assert list(next(iter(rows.values()))) == [
+        "file",
+        *POINTS,
+        "total",
+        "possible",
+        "seconds",
+        "status",
+        "error",
+    ]
+    assert set(graded["feedback"]) == set(rows)
+    assert proc.returncode == 1  # the non-notebook and the wrong set are not graded
     assert "not graded" in proc.stdout
+    assert all(float(r["seconds"]) > 0 for r in rows.values() if r["status"] == "ok")
 
 
 def test_solutions_score_full_marks(graded) -> None:
-    row = graded[1]["solved"]
+    row = graded["rows"]["solved"]
     assert _scores(row) == POINTS and float(row["total"]) == float(row["possible"]) == 14
-    assert row["error"] == ""
+    assert row["error"] == "" and row["status"] == "ok"
 
 
 def test_unmodified_student_notebook_scores_zero(graded) -> None:
-    row = graded[1]["unmodified"]
-    assert float(row["total"]) == 0 and float(row["possible"]) == 14
+    for name in ("unmodified", "unmodified-after"):
+        row = graded["rows"][name]
+        assert float(row["total"]) == 0 and float(row["possible"]) == 14 and row["status"] == "ok"
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
 def test_wrong_answer_loses_points_on_its_question_only(graded, name: str) -> None:
-    scores = _scores(graded[1][f"wrong-{name}"])
+    scores = _scores(graded["rows"][f"wrong-{name}"])
     question = WRONG[name]
     assert scores[question] < POINTS[question]
     assert {q: s for q, s in scores.items() if q != question} == {
@@ -236,59 +411,137 @@ def test_wrong_answer_loses_points_on_its_question_only(graded, name: str) -> No
     }
 
 
-@pytest.mark.parametrize(
-    ("name", "lost", "error"),
-    [
-        ("raises", {}, ["RuntimeError: hostile"]),
-        ("infinite_loop", {}, ["KeyboardInterrupt"]),
-        ("exits", {}, ["SystemExit: 0", "SystemExit: os._exit and os.abort are disabled"]),
-        ("fake_success", {"q5": 2}, ["`grader` was redefined"]),
-        ("monkeypatch", {"q1": 2}, ["numpy.allclose was replaced", "math.isclose was replaced"]),
-    ],
-)
-def test_hostile_submission_gets_its_true_score_and_an_error(graded, name, lost, error) -> None:
-    row = graded[1][f"hostile-{name}"]
-    want = {q: p - lost.get(q, 0) for q, p in POINTS.items()}
-    assert _scores(row) == want, row
-    assert graded[2][f"hostile-{name}"]["graded"]
-    for part in error:
-        assert part in row["error"], row["error"]
+def test_a_string_for_a_number_fails_with_a_type_message(graded) -> None:
+    fb = graded["feedback"]["wrong-q2_string_factor"]["questions"]["q2"]
+    assert fb["score"] == 2
+    (failed,) = fb["failed_public_tests"]
+    assert "uniform_var_factor should be a number" in failed["message"], failed
 
 
-def test_tampering_with_the_grading_helpers_is_reported(graded) -> None:
-    row = graded[1]["hostile-patch_checks"]
-    assert "tampering" in row["error"]
-    assert "initlab.grading.checks.close was replaced" in row["error"]
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_submission_gets_its_true_score_and_an_error(graded, name: str) -> None:
+    lost, error = HOSTILE[name]
+    row = graded["rows"][f"hostile-{name}"]
+    assert _scores(row) == {q: p - lost.get(q, 0) for q, p in POINTS.items()}, row
+    assert graded["feedback"][f"hostile-{name}"]["graded"] and row["status"] == "ok"
+    assert error in row["error"], row["error"]
 
 
-def test_dead_kernel_and_garbage_get_zero_and_an_error(graded) -> None:
-    for name, error in [("hostile-segfault", "kernel died"), ("not-a-notebook", "not a readable")]:
-        row = graded[1][name]
-        assert float(row["total"]) == 0 and float(row["possible"]) == 14
-        assert error in row["error"] and not graded[2][name]["graded"]
+@pytest.mark.parametrize("name", TAMPER)
+def test_tampering_gives_a_blank_notebook_nothing(graded, name: str) -> None:
+    row = graded["rows"][f"tamper-{name}"]
+    assert float(row["total"]) == 0 and float(row["possible"]) == 14, row
 
 
-def test_feedback_lists_public_failures_but_no_hidden_test_code(
+@pytest.mark.parametrize("name", CONTAIN)
+def test_containment_attacks_keep_full_marks(graded, name: str) -> None:
+    row = graded["rows"][f"contain-{name}"]
+    assert _scores(row) == POINTS and row["status"] == "ok", row
+
+
+def test_no_file_outside_the_sandbox_changed(graded) -> None:
+    """The masters, the bundle, the repository's src/ and exercises/, every submission, the
+    victim file and the grader's working directory are byte-identical after grading."""
+    before, after = graded["before"], graded["after"]
+    assert before.keys() == after.keys(), set(before) ^ set(after)
+    assert [f for f in before if before[f] != after[f]] == []
+    assert not any("planted" in f for f in after)
+
+
+def test_no_process_survives_and_the_gradebook_stays_written(graded) -> None:
+    assert graded["left"] == []
+    assert graded["written"] == graded["rewritten"]
+    assert "initlab-survivor" not in graded["out"].read_text()
+
+
+def test_nothing_of_the_hidden_tests_or_bundle_reaches_any_output(
     graded, hidden_test_sources: dict[str, str]
 ) -> None:
-    fb = graded[2]["wrong-q1_n_in_only"]["questions"]["q1"]
-    assert fb["score"] == 0 and fb["failed_public_tests"]
-    assert "n_in + n_out" in fb["failed_public_tests"][0]["message"]
-    fb = graded[2]["wrong-q1_ignores_gain"]["questions"]["q1"]
-    assert fb["failed_public_tests"] == [] and fb["failed_hidden_tests"] == 1
-    texts = [p.read_text() for p in graded[3].glob("*.json")]
+    texts = [graded["out"].read_text()] + [p.read_text() for p in graded["fb"].glob("*.json")]
     for name, lines in _hidden_only(hidden_test_sources):
         for text in texts:
             assert name not in text
-            assert not [s for s in lines if json.dumps(s)[1:-1] in text]
+            assert not [s for s in lines if s in text or json.dumps(s)[1:-1] in text]
+    stolen = graded["rows"]["contain-steal"]["error"]
+    assert "RuntimeError: no " in stolen and len(stolen) < 400  # it read nothing, and is cut
+    assert "root:" not in stolen and "Stable Training" not in stolen
 
 
-def test_wall_clock_limit_kills_the_submission_and_its_kernel(built, tmp_path: Path) -> None:
-    root, _ = built
-    sub = _submission(tmp_path, "unkillable", FIXTURES / "hostile" / "unkillable_loop.py")
+def test_a_blank_notebook_after_a_poisoning_attempt_scores_zero(graded, built: Path) -> None:
+    from initlab.grading._build import bundle_digest_ok
+
+    assert bundle_digest_ok(CHAPTER, built)
+    assert float(graded["rows"]["unmodified-after"]["total"]) == 0
+
+
+def test_a_notebook_of_another_set_is_flagged(graded) -> None:
+    row = graded["rows"]["other-set"]
+    assert row["status"] == "wrong notebook" and float(row["total"]) == 0
+    assert "none of the answers" in row["error"]
+
+
+def test_garbage_is_not_graded(graded) -> None:
+    row = graded["rows"]["not-a-notebook"]
+    assert row["status"] == "not graded" and "not a readable notebook" in row["error"]
+
+
+def test_feedback_lists_public_failures_but_no_hidden_test_code(graded) -> None:
+    fb = graded["feedback"]["wrong-q1_n_in_only"]["questions"]["q1"]
+    assert fb["score"] == 0 and fb["failed_public_tests"]
+    assert "n_in + n_out" in fb["failed_public_tests"][0]["message"]
+    fb = graded["feedback"]["wrong-q1_ignores_gain"]["questions"]["q1"]
+    assert fb["failed_public_tests"] == [] and fb["failed_hidden_tests"] == 1
+
+
+def test_speed(graded) -> None:
+    """Seconds per submission (under load, two at a time), reported for the README."""
+    per = graded["seconds"] / graded["count"]
+    print(f"\n{graded['count']} submissions in {graded['seconds']:.1f} s: {per:.2f} s each")
+    print(*[s for s in graded["proc"].stdout.splitlines() if s.startswith("graded ")])
+    assert per < 30
+
+
+# --- every set, the wall-clock limit, --no-sandbox ----------------------------------------------
+
+
+_AUTOGRAD = pytest.mark.xfail(
+    reason="its hidden q4 test differentiates through the learner's function, which the "
+    "grading contract (rule 3) rules out; issue 15 rewrites the masters' tests",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize(
+    "chapter",
+    [pytest.param(c, marks=_AUTOGRAD) if c.startswith("01_") else c for c in sorted(masters())],
+)
+def test_every_master_solution_scores_full_marks_sandboxed(
+    sandbox: None, built: Path, chapter: str, tmp_path: Path
+) -> None:
+    from initlab.grading import grade
+
+    sub = _notebook(tmp_path, f"solved-{chapter}", chapter=chapter)
+    (g,) = grade(chapter, [sub], out=tmp_path / "g.csv", root=built, call_timeout=30)
+    assert g.status == "ok" and g.errors == [], g.errors
+    assert g.total == g.possible > 0, (g.scores, g.feedback)
+
+
+def test_wall_clock_limit_stops_the_submission(sandbox: None, built: Path, tmp_path: Path) -> None:
+    from initlab.grading import grade
+
+    sub = _notebook(tmp_path, "unkillable", FIXTURES / "hostile" / "unkillable_loop.py")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    (g,) = grade(CHAPTER, [sub], out=tmp_path / "g.csv", timeout=12, cell_timeout=2, root=root)
+    (g,) = grade(CHAPTER, [sub], out=tmp_path / "g.csv", timeout=8, cell_timeout=60, root=built)
     assert not g.graded and g.total == 0 and g.possible == 14
-    assert "timed out after 12 s" in g.errors[0]
-    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
-    assert not left
+    assert "timed out after 8 s" in g.errors[-1]
+    time.sleep(1)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
+
+
+def test_no_sandbox_marks_every_row(built: Path, tmp_path: Path) -> None:
+    paths = [_notebook(tmp_path, "solved"), tmp_path / "junk.ipynb"]
+    paths[1].write_text("junk")
+    proc = _run_grade(built, paths, tmp_path / "g.csv", "--no-sandbox")
+    rows, _ = _read(tmp_path / "g.csv", tmp_path)
+    assert rows["solved"]["status"] == "unsandboxed" and float(rows["solved"]["total"]) == 14
+    assert rows["junk"]["status"] == "not graded; unsandboxed", proc.stderr[-2000:]

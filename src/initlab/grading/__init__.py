@@ -6,17 +6,17 @@ tests with points. Two commands::
 
     python -m initlab.grading build [CHAPTER...] [--check]
     python -m initlab.grading grade CHAPTER SUBMISSION... --out grades.csv \\
-        [--jobs N] [--timeout 120] [--feedback-dir DIR]
+        [--jobs N] [--timeout 300] [--call-timeout 10] [--feedback-dir DIR] [--no-sandbox]
 
 ``build`` writes the student notebook ``chapters/<chapter>/exercises.ipynb`` (reproducible:
-a rebuild is byte-identical) and the autograder bundle ``exercises/_autograder/<chapter>/``.
-``grade`` grades every submission in its own process under a time limit and writes one CSV row
-per submission: file, each question's score, total, possible, error.
-
-Tests check properties of a correct answer (a formula, a distribution by a Kolmogorov–Smirnov
-test, a variance within a tolerance derived from the sample size), never one seed's numbers; they
-compute with the helpers of :mod:`initlab.grading.checks`, which are bound before the
-submission runs, so monkeypatching numpy, torch, math or builtins does not change a grade.
+a rebuild is byte-identical) and the autograder bundle ``exercises/_autograder/<chapter>/``
+with the bundle's sha256 beside it. ``grade`` checks that hash, runs every submission in a
+bubblewrap sandbox (:mod:`initlab.grading._session`) that can see the system, the Python
+environment and the ``initlab`` package only, and decides the score in its own trusted
+process: every test, public and hidden, runs there, on the learner's answers sent out of the
+sandbox as data (JSON and ``.npy``, never pickle) or on proxies that call the learner's
+functions inside it. One CSV row per submission: file, each question's score, total,
+possible, seconds, status, error.
 
 Example:
     >>> from initlab.grading import build, grade

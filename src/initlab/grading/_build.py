@@ -160,11 +160,25 @@ def _stamp(chapter: str, master: Path, root: Path) -> tuple[Path, str]:
     return autograder_zip(chapter, root).with_name("master.sha256"), digest.hexdigest()
 
 
+def _bundle_stamp(chapter: str, root: Path) -> Path:
+    return autograder_zip(chapter, root).with_name("autograder.sha256")
+
+
+def bundle_digest_ok(chapter: str, root: Path, data: bytes | None = None) -> bool:
+    """Whether the bundle (or ``data``, its bytes) has the sha256 that ``build`` recorded."""
+    stamp, bundle = _bundle_stamp(chapter, root), autograder_zip(chapter, root)
+    if data is None:
+        if not bundle.is_file():
+            return False
+        data = bundle.read_bytes()
+    return stamp.is_file() and stamp.read_text().strip() == hashlib.sha256(data).hexdigest()
+
+
 def _up_to_date(chapter: str, master: Path, root: Path) -> bool:
     stamp, digest = _stamp(chapter, master, root)
     return (
-        autograder_zip(chapter, root).is_file()
-        and student_notebook(chapter, root).is_file()
+        student_notebook(chapter, root).is_file()
+        and bundle_digest_ok(chapter, root)
         and stamp.is_file()
         and stamp.read_text().strip() == digest
     )
@@ -199,12 +213,20 @@ def build(
                 same = target.is_file() and target.read_text(encoding="utf-8") == text
                 print(f"{chapter}: {'up to date' if same else 'OUT OF DATE'} ({target})")
                 status |= 0 if same else 1
+                bundle = autograder_zip(chapter, root)
+                if bundle.exists() and not bundle_digest_ok(chapter, root):
+                    print(
+                        f"{chapter}: MODIFIED BUNDLE ({bundle} does not match the hash build recorded)"
+                    )
+                    status |= 1
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
             bundle = autograder_zip(chapter, root)
             bundle.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(zip_path, bundle)
+            digest_of_bundle = hashlib.sha256(bundle.read_bytes()).hexdigest()
+            _bundle_stamp(chapter, root).write_text(digest_of_bundle + "\n")
             stamp, digest = _stamp(chapter, found[chapter], root)
             stamp.write_text(digest + "\n")
             print(f"{chapter}: wrote {target.relative_to(root)} and {bundle.relative_to(root)}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from ._build import build
 from ._grade import grade
+from ._session import SandboxUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--check",
         action="store_true",
-        help="write nothing; exit 1 if a committed student notebook is out of date",
+        help="write nothing; exit 1 if a committed student notebook is out of date or a "
+        "bundle does not match the hash build recorded",
     )
     b.add_argument(
         "--force", action="store_true", help="rebuild even the masters that did not change"
@@ -38,20 +41,33 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--timeout",
         type=float,
-        default=120.0,
-        help="wall-clock seconds per submission (default 120)",
+        default=300.0,
+        help="wall-clock seconds per submission, restarts included (default 300)",
     )
     g.add_argument(
         "--cell-timeout",
-        type=int,
+        type=float,
         default=None,
-        help="seconds before one cell is interrupted (default timeout/2)",
+        help="seconds before one notebook cell is interrupted (default timeout/4, at least 5)",
+    )
+    g.add_argument(
+        "--call-timeout",
+        type=float,
+        default=10.0,
+        help="seconds one call of a learner's function may take (default 10); a function "
+        "that runs over fails the tests that use it, and only those",
     )
     g.add_argument(
         "--feedback-dir",
         type=Path,
         default=None,
         help="write one JSON feedback file per submission here",
+    )
+    g.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run submissions as plain processes, without bubblewrap (trusted submissions "
+        "only; every row then says 'unsandboxed')",
     )
     return p
 
@@ -62,19 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         return build(args.chapters or None, check=args.check, force=args.force)
     start = time.monotonic()
-    grades = grade(
-        args.chapter,
-        args.submissions,
-        out=args.out,
-        jobs=args.jobs,
-        timeout=args.timeout,
-        cell_timeout=args.cell_timeout,
-        feedback_dir=args.feedback_dir,
-    )
+    try:
+        grades = grade(
+            args.chapter,
+            args.submissions,
+            out=args.out,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            cell_timeout=args.cell_timeout,
+            call_timeout=args.call_timeout,
+            feedback_dir=args.feedback_dir,
+            sandbox=not args.no_sandbox,
+        )
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ungraded = [g.file for g in grades if not g.graded]
+    n = max(1, len(grades))
     print(
         f"graded {len(grades) - len(ungraded)}/{len(grades)} submissions in "
-        f"{time.monotonic() - start:.1f} s -> {args.out}"
+        f"{time.monotonic() - start:.1f} s -> {args.out} (per submission: "
+        f"{sum(g.seconds for g in grades) / n:.1f} s wall, "
+        f"{sum(g.cpu_seconds for g in grades) / n:.1f} s CPU)"
     )
     for f in ungraded:
         print(f"  not graded: {f}")

@@ -7,11 +7,9 @@ the grader imports it in a cell placed before the submission's first cell, so la
 monkeypatching of numpy, torch, math or builtins does not change what these helpers compute.
 Comparisons are done in pure Python on floats obtained through the bound references.
 
-Limits (also in the README): a submission that targets the grading machinery itself
-(this module, ``sys.modules``, the import system, otter's classes, the kernel's event
-hooks) can still forge a result, because otter's design runs tests inside the learner's
-kernel. :func:`guard_start` / :func:`guard_report` detect the common forms of such
-tampering and the grader records them in the gradebook's ``error`` column.
+Since issue 14 the instructor's grade no longer depends on this: the tests run in the grader's
+own process, on the learner's answers sent out of a sandbox as data (see
+:mod:`initlab.grading._grade`); the bindings still protect the learners' in-notebook checks.
 
 Example:
     >>> from initlab.grading import checks
@@ -22,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import torch
@@ -130,95 +127,3 @@ def tanh_variance_ratio(
                 first = last
             h = _tanh(z)
     return last / first
-
-
-# --- tamper detection -------------------------------------------------------------------------
-
-_GUARDED = (
-    "builtins.abs builtins.float builtins.len builtins.sorted builtins.isinstance builtins.print "
-    "builtins.__import__ math.isclose math.sqrt math.isfinite "
-    "numpy.allclose numpy.isclose numpy.sqrt numpy.abs numpy.var numpy.std numpy.mean "
-    "torch.allclose torch.isclose torch.equal torch.sqrt torch.abs torch.var torch.std "
-    "torch.mean torch.randn torch.empty torch.matmul torch.tanh "
-    "torch.Tensor.__float__ torch.Tensor.item torch.Tensor.tolist torch.Tensor.abs "
-    "torch.Tensor.max torch.Tensor.var torch.Tensor.std torch.Tensor.mean "
-    "pickle.dump pickle.dumps otter.Notebook otter.Notebook.check "
-    "otter.execute.Checker otter.execute.checker.Checker.check "
-    "otter.execute.checker.Checker.get_results "
-    "otter.test_files.GradingResults otter.test_files.GradingResults.__init__ "
-    "otter.test_files.exception_test.ExceptionTestFile.run "
-    "otter.test_files.exception_test.test_case.call_func "
-    "otter.test_files.abstract_test.TestFile.score otter.test_files.abstract_test.TestFile.grade "
-    "initlab.grading.checks.number initlab.grading.checks.close initlab.grading.checks.values "
-    "initlab.grading.checks.ks_uniform initlab.grading.checks.tanh_variance_ratio"
-).split()
-
-_snapshot: dict[str, Any] = {}
-_modules: dict[str, Any] = {}
-
-
-def _resolve(dotted: str) -> Any:
-    parts = dotted.split(".")
-    for cut in _range(_len(parts), 0, -1):
-        name = ".".join(parts[:cut])
-        if name in sys.modules:
-            obj = sys.modules[name]
-            for attr in parts[cut:]:
-                obj = (
-                    obj.__dict__.get(attr, _getattr(obj, attr))
-                    if _isinstance(obj, type)
-                    else _getattr(obj, attr)
-                )
-            return obj
-    raise LookupError(dotted)
-
-
-def guard_start() -> None:
-    """Record the objects that the tests and otter rely on (call before any learner code).
-
-    Also replaces ``os._exit`` and ``os.abort`` in the grading kernel by functions that raise
-    ``SystemExit`` (which IPython reports as an error in that cell and survives).
-    """
-    import numpy  # noqa: F401
-    import otter.execute  # noqa: F401
-    import otter.test_files  # noqa: F401
-
-    for dotted in _GUARDED:
-        try:
-            _snapshot[dotted] = _resolve(dotted)
-        except (LookupError, AttributeError):
-            continue
-    for name in ("builtins", "math", "numpy", "torch", "pickle", "otter", __name__):
-        _modules[name] = sys.modules.get(name)
-    import os
-
-    def _refuse_exit(*args: Any, **kwargs: Any) -> None:
-        raise SystemExit("os._exit and os.abort are disabled while grading")
-
-    os._exit = _refuse_exit  # a learner's os._exit would kill the kernel and lose every grade
-    os.abort = _refuse_exit
-
-
-def guard_report(namespace: dict[str, Any] | None = None) -> list[str]:
-    """Return what changed since :func:`guard_start` (an empty list when nothing did)."""
-    changed = [
-        f"{name} was replaced in sys.modules"
-        for name, mod in _modules.items()
-        if sys.modules.get(name) is not mod
-    ]
-    for dotted, obj in _snapshot.items():
-        try:
-            now = _resolve(dotted)
-        except (LookupError, AttributeError):
-            now = None
-        if now is not obj:
-            changed.append(f"{dotted} was replaced")
-    if namespace is not None:
-        import otter
-
-        grader = namespace.get("grader")
-        if grader is not None and not _isinstance(
-            grader, _snapshot.get("otter.Notebook", otter.Notebook)
-        ):
-            changed.append("the name `grader` was redefined")
-    return changed

@@ -1,0 +1,486 @@
+"""The grader's side of one sandboxed submission: start, restart, ask for answers, call functions.
+
+:class:`Session` starts :mod:`initlab.grading._sandbox` under bubblewrap (or, with
+``sandboxed=False``, as a plain child process), sends it the notebook's code cells and waits for
+them to run. A cell that kills the driver or runs past the backstop is skipped on a restart
+(at most :data:`MAX_RESTARTS` times). Then :meth:`Session.value` and :meth:`Session.call`
+serve the tests: a call that does not return within ``call_timeout`` seconds kills the sandbox,
+marks that function as hung (later calls fail at once) and the next call restarts it.
+
+The sandbox (:func:`bwrap_command`): bubblewrap with every namespace unshared (no network, own
+PID namespace: every process dies with it), uid/gid 65534, no capabilities, a new session, no
+nested user namespaces; read-only binds of the system (``/usr``, parts of ``/etc``), the Python
+installation, the virtual environment and the folder holding the ``initlab`` package, nothing
+else of the file system; a private ``/tmp`` (tmpfs of :data:`TMP_BYTES`) holding the notebook;
+a seccomp filter that refuses to create processes (threads are allowed); ``RLIMIT_AS``
+of :data:`MEMORY_BYTES`.
+
+Why seccomp rather than ``RLIMIT_NPROC``: the kernel counts that limit per real user and
+does not apply it to root, and a sandbox that root starts runs, outside its user namespace,
+as root (a fork loop under ``RLIMIT_NPROC`` = 20 made 100 processes here). Refusing ``fork``,
+``vfork`` and ``clone`` without ``CLONE_THREAD`` holds for every user; threads are bounded
+by the memory limit.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import _protocol as P
+
+ETC = tuple(  # the parts of /etc a Python process reads (not /etc/shadow and the like)
+    f"/etc/{name}"
+    for name in (
+        "ld.so.cache ld.so.conf ld.so.conf.d passwd group nsswitch.conf localtime "
+        "alternatives fonts"
+    ).split()
+)
+MEMORY_BYTES = 4 << 30
+TMP_BYTES = 256 << 20
+MAX_RESTARTS = 5
+BACKSTOP_S = 10.0  # added to the cell limit before the grader kills a silent driver
+STARTUP_S = 120.0  # for the driver's imports (torch, IPython) on a loaded machine
+
+
+class LearnerError(Exception):
+    """A learner's function raised, hung, crashed or returned something unusable."""
+
+
+_RAISED: dict[str, type] = {}
+
+
+def _learner_exception(name: Any) -> type:
+    """The class to raise in the grader for an exception the learner's function raised: a
+    :class:`LearnerError` that is also the builtin exception of that name (``ValueError``,
+    ...), so a test can expect it; only subclasses of ``Exception`` qualify."""
+    import builtins
+
+    base = getattr(builtins, name, None) if isinstance(name, str) else None
+    if not (isinstance(base, type) and issubclass(base, Exception)) or base is LearnerError:
+        return LearnerError
+    if name not in _RAISED:
+        try:
+            _RAISED[name] = type(f"Learner{name}", (LearnerError, base), {})
+        except TypeError:  # an incompatible layout
+            return LearnerError
+    return _RAISED[name]
+
+
+class SubmissionTimeout(BaseException):
+    """The whole submission ran past its wall-clock limit (a BaseException, so that no test's
+    ``except Exception`` catches it)."""
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot make a sandbox on this machine."""
+
+
+# --- the sandbox command ----------------------------------------------------------------------
+
+_SYSCALLS = {  # (audit arch, clone, clone3, fork, vfork)
+    "x86_64": (0xC000003E, 56, 435, 57, 58),
+    "aarch64": (0xC00000B7, 220, 435, None, None),
+}
+
+
+def seccomp_no_fork() -> bytes | None:
+    """A classic-BPF seccomp program: fork/vfork/clone of a process fail (EPERM), threads work.
+
+    ``clone3`` fails with ENOSYS (its flags are out of seccomp's reach; glibc then falls back to
+    ``clone``). ``None`` on an architecture not listed here.
+    """
+    import platform
+
+    spec = _SYSCALLS.get(platform.machine())
+    if spec is None:
+        return None
+    arch, clone, clone3, fork, vfork = spec
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    prog: list[tuple[int, int, int, int]] = []
+    # Labels: A = allow, E = eperm, N = enosys (resolved below as offsets from the end).
+    body: list[tuple[int, Any, Any, int]] = [(ld, 0, 0, 4), (jeq, 0, "A", arch), (ld, 0, 0, 0)]
+    body.append((jge, "E", 0, 0x40000000))  # x32 system calls
+    for nr in (fork, vfork):
+        if nr is not None:
+            body.append((jeq, "E", 0, nr))
+    body += [(jeq, "N", 0, clone3), (jeq, 0, "A", clone), (ld, 0, 0, 16)]
+    body.append((jset, "A", "E", 0x00010000))  # CLONE_THREAD
+    labels = {"A": len(body), "E": len(body) + 1, "N": len(body) + 2}
+    for pc, (code, jt, jf, k) in enumerate(body):
+        jt = labels[jt] - pc - 1 if isinstance(jt, str) else jt
+        jf = labels[jf] - pc - 1 if isinstance(jf, str) else jf
+        prog.append((code, jt, jf, k))
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, eperm), (ret, 0, 0, enosys)]
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+def _package_root() -> Path:
+    """The folder that holds the ``initlab`` package (``src/`` of an editable install)."""
+    import initlab
+
+    root = Path(initlab.__file__).resolve().parents[1]
+    if (root / "exercises").exists() or (root / ".git").exists():
+        raise SandboxUnavailable(
+            f"initlab is imported from {root}, which holds the course repository; install it "
+            "from its src/ layout (pip install -e .) so the sandbox can see the package only"
+        )
+    return root
+
+
+def bwrap_command(bwrap: str, seccomp_fd: int | None, notebook_fd: int, name: str) -> list[str]:
+    """The bubblewrap command line that starts the driver (see the module docstring)."""
+    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    cmd += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
+    ro: list[str] = []
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", *ETC):
+        p = Path(top)
+        if p.is_symlink():
+            cmd += ["--symlink", os.readlink(p), top]
+        elif p.exists():
+            ro.append(top)
+    for extra in (sys.base_prefix, sys.prefix, sys.exec_prefix, str(_package_root())):
+        real = str(Path(extra).resolve())
+        for p in {extra, real}:
+            if not any(p == r or p.startswith(r.rstrip("/") + "/") for r in ro):
+                ro.append(p)
+    for p in ro:
+        cmd += ["--ro-bind", p, p]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    cmd += ["--dir", "/tmp/work", "--file", str(notebook_fd), f"/tmp/work/{name}"]
+    cmd += ["--chdir", "/tmp/work", "--clearenv"]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
+    return cmd
+
+
+def _env() -> dict[str, str]:
+    one = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return {
+        **one,
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": "/tmp/.matplotlib",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "INITLAB_PROGRESS": "0",
+    }
+
+
+def _limits() -> None:  # runs in the child between fork and exec
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (TMP_BYTES, TMP_BYTES))
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants (0 if unknown)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+def find_bwrap() -> str | None:
+    return shutil.which("bwrap")
+
+
+# --- the session --------------------------------------------------------------------------------
+
+
+class Session:
+    """One submission's sandbox, as seen from the grader."""
+
+    def __init__(
+        self,
+        cells: list[str],
+        notebook_bytes: bytes,
+        notebook_name: str,
+        *,
+        sandboxed: bool,
+        cell_timeout: float,
+        call_timeout: float,
+        deadline: float,
+    ) -> None:
+        self.cells, self.nb_bytes, self.nb_name = cells, notebook_bytes, notebook_name
+        self.sandboxed = sandboxed
+        self.cell_timeout, self.call_timeout, self.deadline = cell_timeout, call_timeout, deadline
+        self.skip: set[int] = set()
+        self.cell_errors: dict[int, str] = {}
+        self.hung: dict[str, str] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.broken: str | None = None  # why the notebook cannot be run again
+        self._launched = False
+        self.cpu_seconds = 0.0  # of the sandbox's processes, measured when they are killed
+        self.starts = 0
+        self._stderr: Any = None
+
+    # -- process ---------------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        driver = [sys.executable, "-I", "-m", "initlab.grading._sandbox"]
+        keep: list[int] = []
+        self._stderr = tempfile.TemporaryFile()
+        if self.sandboxed:
+            bwrap = find_bwrap()
+            if bwrap is None:
+                raise SandboxUnavailable("bwrap not found")
+            with tempfile.TemporaryFile() as nb_file:  # the notebook, as a file in its cwd
+                nb_file.write(self.nb_bytes)
+                nb_file.seek(0)
+                nb_r = os.dup(nb_file.fileno())
+            keep.append(nb_r)
+            program = seccomp_no_fork()
+            sc_fd = None
+            if program is not None:
+                sc_r, sc_w = os.pipe()
+                os.write(sc_w, program)
+                os.close(sc_w)
+                keep.append(sc_r)
+                sc_fd = sc_r
+            cmd = bwrap_command(bwrap, sc_fd, nb_r, self.nb_name) + driver
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            for k, v in _env().items():
+                cmd[-len(driver) : -len(driver)] = ["--setenv", k, v]
+            cwd = "/"
+        else:
+            cmd, env, cwd = driver, {**os.environ, **_env()}, tempfile.mkdtemp(prefix="initlab-")
+            env["HOME"] = env["TMPDIR"] = cwd
+            env["MPLCONFIGDIR"] = cwd + "/.matplotlib"
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                pass_fds=keep,
+                preexec_fn=_limits,
+                start_new_session=True,
+                env=env,
+                cwd=cwd,
+            )
+        finally:
+            for fd in keep:
+                os.close(fd)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """Kill the sandbox; with bubblewrap, its PID namespace takes every process with it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        self.cpu_seconds += _tree_cpu(proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the unsandboxed driver's session
+        except ProcessLookupError:
+            pass
+        proc.kill()
+        proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                f.close()
+
+    def stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        lines = self._stderr.read()[-4000:].decode(errors="replace").strip().splitlines()
+        return P.short(lines[-1]) if lines else ""
+
+    def _send(self, obj: Any) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            P.write_frame(self.proc.stdin.fileno(), obj)
+        except (BrokenPipeError, OSError):
+            raise EOFError("the sandbox closed its channel") from None
+
+    def _receive(self, until: float) -> tuple[dict[str, Any], list[bytes]]:
+        """Read one message, or raise TimeoutError at ``until`` or EOFError if the driver died."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+
+        def read_exact(n: int) -> bytes:
+            chunks, got = [], 0
+            while got < n:
+                limit = min(until, self.deadline) - time.monotonic()
+                if limit <= 0:
+                    if time.monotonic() >= self.deadline:
+                        raise SubmissionTimeout
+                    raise TimeoutError
+                ready, _, _ = select.select([fd], [], [], limit)
+                if not ready:
+                    continue
+                chunk = os.read(fd, min(n - got, 1 << 20))
+                if not chunk:
+                    raise EOFError
+                chunks.append(chunk)
+                got += len(chunk)
+            return b"".join(chunks)
+
+        (n,) = struct.unpack(">I", read_exact(4))
+        if n > P.MAX_FRAME:
+            raise P.ProtocolError(f"frame of {n} bytes from the sandbox")
+        return P.unpack_message(read_exact(n))
+
+    # -- the notebook -------------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Start the sandbox and send it the notebook, without waiting (see :meth:`start`)."""
+        self.kill()
+        self._spawn()
+        try:
+            self._send(pickle.dumps(("setup", self.cells, sorted(self.skip), self._cell_s())))
+        except EOFError:
+            pass  # start() reports it
+        self._launched = True
+
+    def start(self) -> None:
+        """(Re)start the sandbox and run the notebook, skipping cells that killed it before."""
+        for _ in range(MAX_RESTARTS + 1):
+            if not self._launched:
+                self.launch()
+            self._launched = False
+            current: int | None = None
+            try:
+                while True:
+                    wait = STARTUP_S if current is None else self._cell_s() + BACKSTOP_S
+                    msg, _ = self._receive(time.monotonic() + wait)
+                    if msg.get("ev") == "cell":
+                        current = int(msg["i"])
+                    elif msg.get("ev") == "done":
+                        if msg.get("error") and int(msg["i"]) not in self.cell_errors:
+                            self.cell_errors[int(msg["i"])] = P.short(msg["error"])
+                        current = None
+                    elif msg.get("ev") == "ready":
+                        return
+                    else:
+                        raise P.ProtocolError("unexpected message while running the notebook")
+            except (EOFError, TimeoutError, P.ProtocolError, KeyError, ValueError) as exc:
+                code = None
+                if self.proc is not None and not isinstance(exc, TimeoutError):
+                    try:
+                        code = self.proc.wait(timeout=2)  # the exit status, once it is known
+                    except subprocess.TimeoutExpired:
+                        pass
+                self.kill()
+                if current is None:
+                    why = self.stderr_tail() or f"{type(exc).__name__} {exc}".strip()
+                    raise RuntimeError(f"the sandbox failed (exit {code}): {why}") from None
+                self.skip.add(current)
+                if isinstance(exc, TimeoutError):
+                    what = f"ran past {self._cell_s() + BACKSTOP_S:g} s and was skipped"
+                else:
+                    what = f"ended the process (exit {code}) and was skipped"
+                self.cell_errors[current] = f"{what}"
+        raise RuntimeError(f"the notebook killed the sandbox {MAX_RESTARTS + 1} times")
+
+    def _cell_s(self) -> int:
+        return max(1, int(self.cell_timeout))
+
+    # -- answers ---------------------------------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        if self.broken is not None:
+            raise LearnerError(self.broken)
+        if self.proc is None or self.proc.poll() is not None:
+            try:
+                self.start()
+            except RuntimeError as exc:
+                self.broken = P.short(f"restarting the notebook failed: {exc}")
+                raise LearnerError(self.broken) from None
+
+    def value(self, name: str) -> tuple[str, Any]:
+        """``("missing", None)``, ``("callable", None)`` or ``("value", (tree, blobs))``."""
+        self._ensure()
+        self._send(pickle.dumps(("get", name)))
+        try:
+            msg, blobs = self._receive(time.monotonic() + self.call_timeout)
+        except (EOFError, TimeoutError):
+            self.kill()
+            return "value", ({"t": "opaque", "type": "a value that could not be read"}, [])
+        ev = msg.get("ev")
+        if ev in ("missing", "callable"):
+            return ev, None
+        if ev == "value":
+            return "value", (msg.get("v"), blobs)
+        return "value", ({"t": "opaque", "type": "a value that could not be read"}, [])
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call the learner's ``name`` in the sandbox; return the result as grader objects."""
+        if name in self.hung:
+            raise LearnerError(self.hung[name])
+        callables: list[Any] = []
+        payload = P.dumps_call(("call", name, args, kwargs), callables)
+        leaves = P.leaves_of([args, kwargs])
+        self._ensure()
+        try:
+            self._send(payload)
+            while True:
+                msg, blobs = self._receive(time.monotonic() + self.call_timeout)
+                ev = msg.get("ev")
+                if ev == "callback":
+                    self._send(self._callback(msg, blobs, callables))
+                elif ev == "raised":
+                    text = f"{name} raised {P.short(msg.get('error', ''))}"
+                    raise _learner_exception(msg.get("type"))(text)
+                elif ev == "value":
+                    result = P.decode(msg.get("v"), blobs, leaves)
+                    states = msg.get("leaves")
+                    if not isinstance(states, list) or len(states) != len(leaves):
+                        raise P.ProtocolError("wrong number of argument states")
+                    for leaf, state in zip(leaves, states, strict=True):
+                        P.copy_back(leaf, state, blobs)
+                    return result
+                else:
+                    raise P.ProtocolError("unexpected message during a call")
+        except TimeoutError:
+            self.kill()
+            self.hung[name] = f"{name} did not return within {self.call_timeout:g} s"
+            raise LearnerError(self.hung[name]) from None
+        except EOFError:
+            self.kill()
+            self.hung[name] = f"{name} ended the sandbox process"
+            raise LearnerError(self.hung[name]) from None
+        except P.ProtocolError as exc:
+            self.kill()
+            raise LearnerError(f"{name}: {exc}") from None
+
+    def _callback(self, msg: dict[str, Any], blobs: list[bytes], callables: list[Any]) -> bytes:
+        h = msg.get("h")
+        if type(h) is not int or not 0 <= h < len(callables):
+            raise P.ProtocolError("callback to an unknown function")
+        try:
+            args, kwargs = P.decode(msg.get("v"), blobs, [])
+            if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+                raise TypeError("keyword arguments must have string names")
+            result = callables[h](*args, **kwargs)
+            return P.dumps_call((True, result), callables)
+        except P.ProtocolError:
+            raise
+        except Exception as exc:  # the test's callable failed on the learner's input
+            return pickle.dumps((False, P.short(f"{type(exc).__name__}: {exc}")))
