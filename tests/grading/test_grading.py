@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAPTER = "03_xavier"
 MASTER = ROOT / "exercises" / f"{CHAPTER}.ipynb"
 STUDENT = ROOT / "chapters" / CHAPTER / "exercises.ipynb"
-POINTS = {"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 2}
+POINTS = {"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 2, "q6": 2}
 WRONG = {  # fixture -> the question it must lose points on
     "q1_n_in_only": "q1",
     "q1_ignores_gain": "q1",
@@ -216,13 +216,13 @@ def test_every_submission_has_a_row_and_exit_code_reports_the_ungraded(graded) -
 
 def test_solutions_score_full_marks(graded) -> None:
     row = graded[1]["solved"]
-    assert _scores(row) == POINTS and float(row["total"]) == float(row["possible"]) == 14
+    assert _scores(row) == POINTS and float(row["total"]) == float(row["possible"]) == 16
     assert row["error"] == ""
 
 
 def test_unmodified_student_notebook_scores_zero(graded) -> None:
     row = graded[1]["unmodified"]
-    assert float(row["total"]) == 0 and float(row["possible"]) == 14
+    assert float(row["total"]) == 0 and float(row["possible"]) == 16
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
@@ -263,7 +263,7 @@ def test_tampering_with_the_grading_helpers_is_reported(graded) -> None:
 def test_dead_kernel_and_garbage_get_zero_and_an_error(graded) -> None:
     for name, error in [("hostile-segfault", "kernel died"), ("not-a-notebook", "not a readable")]:
         row = graded[1][name]
-        assert float(row["total"]) == 0 and float(row["possible"]) == 14
+        assert float(row["total"]) == 0 and float(row["possible"]) == 16
         assert error in row["error"] and not graded[2][name]["graded"]
 
 
@@ -273,8 +273,9 @@ def test_feedback_lists_public_failures_but_no_hidden_test_code(
     fb = graded[2]["wrong-q1_n_in_only"]["questions"]["q1"]
     assert fb["score"] == 0 and fb["failed_public_tests"]
     assert "n_in + n_out" in fb["failed_public_tests"][0]["message"]
-    fb = graded[2]["wrong-q1_ignores_gain"]["questions"]["q1"]
-    assert fb["failed_public_tests"] == [] and fb["failed_hidden_tests"] == 1
+    fb = graded[2]["wrong-q1_ignores_gain"]["questions"]["q1"]  # a public test varies the gain
+    assert fb["score"] == 0 and fb["failed_hidden_tests"] == 1
+    assert "the gain multiplies the standard deviation" in fb["failed_public_tests"][0]["message"]
     texts = [p.read_text() for p in graded[3].glob("*.json")]
     for name, lines in _hidden_only(hidden_test_sources):
         for text in texts:
@@ -287,7 +288,7 @@ def test_wall_clock_limit_kills_the_submission_and_its_kernel(built, tmp_path: P
     sub = _submission(tmp_path, "unkillable", FIXTURES / "hostile" / "unkillable_loop.py")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     (g,) = grade(CHAPTER, [sub], out=tmp_path / "g.csv", timeout=12, cell_timeout=2, root=root)
-    assert not g.graded and g.total == 0 and g.possible == 14
+    assert not g.graded and g.total == 0 and g.possible == 16
     assert "timed out after 12 s" in g.errors[0]
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not left
