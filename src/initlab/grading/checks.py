@@ -142,15 +142,21 @@ def text(value: Any, name: str, choices: tuple[str, ...]) -> str:
     The comparison ignores case and surrounding spaces; the message lists the choices (they
     are in the question's text) and names the type when ``value`` is not a string.
     """
-    assert _isinstance(value, str), f"{name} is {describe(value)}, but it should be one of {choices}"
+    assert _isinstance(value, str), (
+        f"{name} is {describe(value)}, but it should be one of {choices}"
+    )
     got = value.strip().lower()
-    assert got in [c.lower() for c in choices], f"{name} is {value!r}, but it should be one of {choices}"
+    assert got in [c.lower() for c in choices], (
+        f"{name} is {value!r}, but it should be one of {choices}"
+    )
     return got
 
 
 def tensor_answer(value: Any, name: str) -> torch.Tensor:
     """Return ``value`` if it is a tensor; fail naming the type got otherwise."""
-    assert _isinstance(value, _Tensor), f"{name} is {describe(value)}, but it should be a torch.Tensor"
+    assert _isinstance(value, _Tensor), (
+        f"{name} is {describe(value)}, but it should be a torch.Tensor"
+    )
     return value
 
 
@@ -438,3 +444,137 @@ def guard_report(namespace: dict[str, Any] | None = None) -> list[str]:
         ):
             changed.append("the name `grader` was redefined")
     return changed
+
+
+# --- helpers for sets 04a/04b ---------------------------------------------------------------
+# Experiments that the 04a/04b tests run in the grader's process (never on a learner's code),
+# with torch functions bound at import like the helpers above.
+
+_log_float, _where, _relu_b = math.log, torch.where, torch.relu
+
+
+def truth(value: Any, name: str) -> bool:
+    """Return ``value`` (``bool``, a NumPy bool, a one-element bool array or tensor) as a bool.
+
+    Fails naming ``name`` and the type got for anything else (``1``, ``"True"``, ``None``).
+
+    Example:
+        >>> truth(torch.tensor(True), "x")
+        True
+    """
+    bad = f"{name} is {describe(value)}, but it should be True or False"
+    if _isinstance(value, (_Tensor, _ndarray)):
+        size = _numel(value) if _isinstance(value, _Tensor) else value.size
+        assert size == 1 and str(value.dtype) in ("torch.bool", "bool"), bad
+        value = _item(value) if _isinstance(value, _Tensor) else value.reshape(-1)[0].item()
+    elif _isinstance(value, _np_generic):
+        assert str(value.dtype) == "bool", bad
+        value = value.item()
+    assert _isinstance(value, _bool), bad
+    return value
+
+
+def leaky_relu_growth(
+    slope: float,
+    sigma_w2: float,
+    width: int = 512,
+    depth: int = 20,
+    batch: int = 256,
+    seed: int = 0,
+) -> float:
+    """E[h^2] of layer ``depth`` over layer 1's in a leaky-ReLU MLP (a measured ratio).
+
+    ``h_1 = W_1 x`` with ``x ~ N(0, 1)`` (``batch`` inputs), ``h_{l+1} = W_{l+1} f(h_l)`` with
+    ``f`` the leaky ReLU of negative slope ``slope``, weights i.i.d. ``N(0, sigma_w2 / width)``,
+    square layers, no bias; a fresh network for every ``seed``.
+    """
+    g = _Generator().manual_seed(seed)
+    scale = _sqrt(sigma_w2 / width)
+    with _no_grad():
+        h = _randn((batch, width), generator=g)
+        first = last = 0.0
+        for layer in _range(depth):
+            w = _mul(_randn((width, width), generator=g), scale)
+            h = _matmul(h, _transpose(w, 0, 1))
+            last = _item(_mean(_mul(h, h)))
+            if layer == 0:
+                first = last
+            h = _where(h > 0, h, _mul(h, slope))
+    return last / first
+
+
+def relu_bias_second_moment(
+    sigma_w2: float,
+    sigma_b2: float,
+    width: int = 512,
+    depth: int = 21,
+    batch: int = 128,
+    seed: int = 0,
+) -> float:
+    """Measured E[h_depth^2] of a ReLU MLP with random biases, started at E[h_1^2] = 1.
+
+    ``h_1 ~ N(0, 1)`` (``batch`` inputs of ``width``), ``h_{l+1} = W relu(h_l) + b`` with
+    ``W ~ N(0, sigma_w2 / width)`` and ``b ~ N(0, sigma_b2)`` fresh in every layer.
+    """
+    g = _Generator().manual_seed(seed)
+    scale, bscale = _sqrt(sigma_w2 / width), _sqrt(sigma_b2)
+    with _no_grad():
+        h = _randn((batch, width), generator=g)
+        for _ in _range(depth - 1):
+            w = _mul(_randn((width, width), generator=g), scale)
+            b = _mul(_randn((width,), generator=g), bscale)
+            h = _matmul(_relu_b(h), _transpose(w, 0, 1)) + b
+        return _item(_mean(_mul(h, h)))
+
+
+def residual_growth(
+    s: float, blocks: int, q0: float = 1.0, width: int = 512, batch: int = 256, seed: int = 0
+) -> float:
+    """Measured E[x_L^2] after ``blocks`` residual blocks ``x + s W x`` started at E[x_0^2] = q0.
+
+    Each branch is one random linear layer ``W ~ N(0, 1/width)`` (variance preserving, zero-mean
+    weights independent of ``x``), fresh in every block.
+    """
+    g = _Generator().manual_seed(seed)
+    with _no_grad():
+        x = _mul(_randn((batch, width), generator=g), _sqrt(q0))
+        for _ in _range(blocks):
+            w = _mul(_randn((width, width), generator=g), _sqrt(1.0 / width))
+            x = x + _mul(_matmul(x, _transpose(w, 0, 1)), s)
+        return _item(_mean(_mul(x, x)))
+
+
+def tanh_chi1_measured(
+    sigma_w2: float,
+    sigma_b2: float,
+    width: int = 1024,
+    burn: int = 30,
+    depth: int = 30,
+    batch: int = 32,
+    seed: int = 0,
+) -> float:
+    """chi_1 of a wide tanh MLP, measured: the growth per layer of a small perturbation's norm.
+
+    Runs ``h_{l+1} = W tanh(h_l) + b`` (``W ~ N(0, sigma_w2 / width)``, ``b ~ N(0, sigma_b2)``)
+    for ``burn`` layers to reach the length map's fixed point, then pushes ``batch`` tangent
+    vectors ``u_{l+1} = W (tanh'(h_l) * u_l)`` through ``depth`` more layers and returns the
+    geometric mean over layers of ``sum |u_{l+1}|^2 / sum |u_l|^2``. No autograd.
+    """
+    g = _Generator().manual_seed(seed)
+    scale, bscale = _sqrt(sigma_w2 / width), _sqrt(sigma_b2)
+    total = 0.0
+    with _no_grad():
+        h = _randn((batch, width), generator=g)
+        u = _randn((batch, width), generator=g)
+        for layer in _range(burn + depth):
+            w = _transpose(_mul(_randn((width, width), generator=g), scale), 0, 1)
+            b = _mul(_randn((width,), generator=g), bscale)
+            t = _tanh(h)
+            before = _item(_mean(_mul(u, u)))
+            u = _matmul(_mul(u, 1.0 - _mul(t, t)), w)
+            after = _item(_mean(_mul(u, u)))
+            h = _matmul(t, w) + b
+            u = _mul(u, 1.0 / _sqrt(after))
+            if layer >= burn:
+                total += _log_float(after / before)
+    return _exp(total / depth)
