@@ -578,3 +578,10 @@ def tanh_chi1_measured(
             if layer >= burn:
                 total += _log_float(after / before)
     return _exp(total / depth)
+
+
+_GUARDED.extend(
+    "initlab.grading.checks.truth initlab.grading.checks.leaky_relu_growth "
+    "initlab.grading.checks.relu_bias_second_moment initlab.grading.checks.residual_growth "
+    "initlab.grading.checks.tanh_chi1_measured".split()
+)
