@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAPTER = "03_xavier"
 MASTER = ROOT / "exercises" / f"{CHAPTER}.ipynb"
 STUDENT = ROOT / "chapters" / CHAPTER / "exercises.ipynb"
-POINTS = {"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 2}
+POINTS = {"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 2, "q6": 2}
+TOTAL = sum(POINTS.values())
 WRONG = {  # fixture -> the question it must lose points on
     "q1_n_in_only": "q1",
     "q1_ignores_gain": "q1",
@@ -391,14 +392,16 @@ def test_every_submission_has_a_row_and_exit_code_reports_the_ungraded(graded) -
 
 def test_solutions_score_full_marks(graded) -> None:
     row = graded["rows"]["solved"]
-    assert _scores(row) == POINTS and float(row["total"]) == float(row["possible"]) == 14
+    assert _scores(row) == POINTS and float(row["total"]) == float(row["possible"]) == TOTAL
     assert row["error"] == "" and row["status"] == "ok"
 
 
 def test_unmodified_student_notebook_scores_zero(graded) -> None:
     for name in ("unmodified", "unmodified-after"):
         row = graded["rows"][name]
-        assert float(row["total"]) == 0 and float(row["possible"]) == 14 and row["status"] == "ok"
+        assert (
+            float(row["total"]) == 0 and float(row["possible"]) == TOTAL and row["status"] == "ok"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
@@ -415,7 +418,10 @@ def test_a_string_for_a_number_fails_with_a_type_message(graded) -> None:
     fb = graded["feedback"]["wrong-q2_string_factor"]["questions"]["q2"]
     assert fb["score"] == 2
     (failed,) = fb["failed_public_tests"]
-    assert "uniform_var_factor should be a number" in failed["message"], failed
+    assert (
+        "uniform_var_factor is str" in failed["message"]
+        and "should be a number" in failed["message"]
+    ), failed
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
@@ -430,7 +436,7 @@ def test_hostile_submission_gets_its_true_score_and_an_error(graded, name: str) 
 @pytest.mark.parametrize("name", TAMPER)
 def test_tampering_gives_a_blank_notebook_nothing(graded, name: str) -> None:
     row = graded["rows"][f"tamper-{name}"]
-    assert float(row["total"]) == 0 and float(row["possible"]) == 14, row
+    assert float(row["total"]) == 0 and float(row["possible"]) == TOTAL, row
 
 
 @pytest.mark.parametrize("name", CONTAIN)
@@ -489,8 +495,10 @@ def test_feedback_lists_public_failures_but_no_hidden_test_code(graded) -> None:
     fb = graded["feedback"]["wrong-q1_n_in_only"]["questions"]["q1"]
     assert fb["score"] == 0 and fb["failed_public_tests"]
     assert "n_in + n_out" in fb["failed_public_tests"][0]["message"]
+    # a public test varies the gain
     fb = graded["feedback"]["wrong-q1_ignores_gain"]["questions"]["q1"]
-    assert fb["failed_public_tests"] == [] and fb["failed_hidden_tests"] == 1
+    assert fb["score"] == 0 and fb["failed_hidden_tests"] == 1
+    assert "the gain multiplies the standard deviation" in fb["failed_public_tests"][0]["message"]
 
 
 def test_speed(graded) -> None:
@@ -504,17 +512,7 @@ def test_speed(graded) -> None:
 # --- every set, the wall-clock limit, --no-sandbox ----------------------------------------------
 
 
-_AUTOGRAD = pytest.mark.xfail(
-    reason="its hidden q4 test differentiates through the learner's function, which the "
-    "grading contract (rule 3) rules out; issue 15 rewrites the masters' tests",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "chapter",
-    [pytest.param(c, marks=_AUTOGRAD) if c.startswith("01_") else c for c in sorted(masters())],
-)
+@pytest.mark.parametrize("chapter", sorted(masters()))
 def test_every_master_solution_scores_full_marks_sandboxed(
     sandbox: None, built: Path, chapter: str, tmp_path: Path
 ) -> None:
@@ -532,7 +530,7 @@ def test_wall_clock_limit_stops_the_submission(sandbox: None, built: Path, tmp_p
     sub = _notebook(tmp_path, "unkillable", FIXTURES / "hostile" / "unkillable_loop.py")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     (g,) = grade(CHAPTER, [sub], out=tmp_path / "g.csv", timeout=8, cell_timeout=60, root=built)
-    assert not g.graded and g.total == 0 and g.possible == 14
+    assert not g.graded and g.total == 0 and g.possible == TOTAL
     assert "timed out after 8 s" in g.errors[-1]
     time.sleep(1)
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()
@@ -543,5 +541,5 @@ def test_no_sandbox_marks_every_row(built: Path, tmp_path: Path) -> None:
     paths[1].write_text("junk")
     proc = _run_grade(built, paths, tmp_path / "g.csv", "--no-sandbox")
     rows, _ = _read(tmp_path / "g.csv", tmp_path)
-    assert rows["solved"]["status"] == "unsandboxed" and float(rows["solved"]["total"]) == 14
+    assert rows["solved"]["status"] == "unsandboxed" and float(rows["solved"]["total"]) == TOTAL
     assert rows["junk"]["status"] == "not graded; unsandboxed", proc.stderr[-2000:]

@@ -1,0 +1,220 @@
+"""Grade a solved student notebook with a misconception fixture applied, fast and in-process.
+
+A fixture file ``fixtures/misconceptions/<set>/<name>.py`` starts with header lines::
+
+    # expect: q3 score 1 of 4
+    # message: a uniform U(-a, a) has variance a**2/3
+    # secret: 0.4          (optional, repeatable: text no failed-test message may contain)
+
+followed by the usual ``# fixture: replace qN`` / ``# fixture: after qN`` sections
+(``_notebooks.apply_fixture``). ``# message: (hidden only)`` says that only hidden tests catch it.
+
+:func:`run_set` executes the notebook's code cells (``grader.check`` cells and otter's init cell
+skipped) in a fresh namespace and runs the set's otter test files from its autograder bundle with
+``otter.test_files.ExceptionTestFile`` against that namespace, as the grader does. A question's
+tests are re-run for a fixture only when one of their parameters differs from the solved
+notebook's (compared by value, and functions by their code, defaults and the code of the
+functions they call), so a fixture costs about the time of its own question's tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from _notebooks import FIXTURES, apply_fixture, solved
+
+from initlab.grading import masters, student_notebook
+from initlab.grading._build import _up_to_date, build_chapter
+from initlab.grading._paths import autograder_zip, repo_root
+
+MISCONCEPTIONS = FIXTURES / "misconceptions"
+_EXPECT = re.compile(r"#\s*expect:\s*(q\d+)\s+score\s+([\d.]+)\s+of\s+([\d.]+)\s*$")
+
+
+@dataclass
+class Fixture:
+    path: Path
+    question: str
+    score: float
+    possible: float
+    messages: list[str]
+    secrets: list[str]
+    sections: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.name}/{self.path.stem}"
+
+
+@dataclass
+class QuestionResult:
+    score: float
+    possible: float
+    failed_public: list[str] = field(default_factory=list)
+    failed_hidden: list[str] = field(default_factory=list)
+
+
+def parse_fixture(path: Path) -> Fixture:
+    """Read a fixture's header (expect / message / secret lines) and its sections."""
+    text = path.read_text(encoding="utf-8")
+    head, sep, rest = text.partition("# fixture: ")
+    assert sep, f"{path}: no '# fixture: replace|after qN' section"
+    expect = [m for line in head.splitlines() if (m := _EXPECT.match(line.strip()))]
+    assert len(expect) == 1, f"{path}: needs exactly one '# expect: qN score S of P' line"
+    q, s, p = expect[0].groups()
+    messages = [
+        line.split("message:", 1)[1].strip()
+        for line in head.splitlines()
+        if line.startswith("# message:")
+    ]
+    assert messages, f"{path}: needs a '# message: <substring>' line (or '(hidden only)')"
+    secrets = [
+        line.split("secret:", 1)[1].strip()
+        for line in head.splitlines()
+        if line.startswith("# secret:")
+    ]
+    return Fixture(path, q, float(s), float(p), messages, secrets, sep + rest)
+
+
+def fixture_sets() -> dict[str, list[Path]]:
+    """Fixture files per exercise set (only sets that have a master)."""
+    out: dict[str, list[Path]] = {}
+    for chapter in masters():
+        folder = MISCONCEPTIONS / chapter
+        out[chapter] = sorted(folder.glob("*.py")) if folder.is_dir() else []
+    return out
+
+
+def test_sources(chapter: str, scratch: Path) -> dict[str, str]:
+    """The set's otter test files (``tests/qN.py``) from its autograder bundle.
+
+    Uses ``exercises/_autograder/<set>/autograder.zip`` when it was built from the current
+    master; otherwise builds the bundle into ``scratch`` (the repository is not touched).
+    """
+    zip_path = autograder_zip(chapter)
+    if not _up_to_date(chapter, masters()[chapter], repo_root()):
+        master = masters()[chapter]
+        root = scratch / chapter
+        (root / "exercises").mkdir(parents=True)
+        shutil.copy(master, root / "exercises" / master.name)
+        _, zip_path = build_chapter(chapter, root / "exercises" / master.name, root / "out")
+    with zipfile.ZipFile(zip_path) as zf:
+        return {
+            Path(n).stem: zf.read(n).decode()
+            for n in zf.namelist()
+            if n.startswith("tests/") and n.endswith(".py")
+        }
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> list[str]:
+    return [
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and "grader.check" not in c.source and "otter" not in c.source
+    ]
+
+
+def execute(nb: nbformat.NotebookNode) -> tuple[dict[str, Any], list[str]]:
+    """Run the notebook's code cells in a fresh namespace; return it and the cells' errors."""
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    errors = []
+    for src in _code_cells(nb):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exec(compile(src, "<cell>", "exec"), ns)  # noqa: S102 - the fixture's own code
+        except Exception as e:  # noqa: BLE001 - a wrong answer may raise; grading goes on
+            errors.append(f"{type(e).__name__}: {e}")
+    return ns, errors
+
+
+def _fingerprint(value: Any, ns: dict[str, Any], depth: int = 0) -> Any:
+    code = getattr(value, "__code__", None)
+    if code is not None:
+        called = tuple(
+            (n, _fingerprint(ns[n], ns, depth + 1))
+            for n in code.co_names
+            if depth < 2 and callable(ns.get(n)) and hasattr(ns.get(n), "__code__")
+        )
+        return ("fn", code.co_code, repr(code.co_consts), repr(value.__defaults__), called)
+    try:
+        return ("value", repr(value))
+    except Exception:  # noqa: BLE001
+        return ("object", id(value))
+
+
+def run_tests(
+    sources: dict[str, str], ns: dict[str, Any], only: set[str] | None = None
+) -> dict[str, QuestionResult]:
+    """Run the otter test files (all, or the questions in ``only``) against ``ns``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # otter's dependencies warn on import
+        from otter.test_files import ExceptionTestFile
+
+    out = {}
+    for q, src in sorted(sources.items()):
+        if only is not None and q not in only:
+            continue
+        tf = ExceptionTestFile.from_string(src, path=f"tests/{q}.py")
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tf.run(ns)
+        res = QuestionResult(float(tf.score), float(tf.possible))
+        for r in tf.test_case_results:
+            if not r.passed:
+                (res.failed_hidden if r.test_case.hidden else res.failed_public).append(r.message)
+        out[q] = res
+    return out
+
+
+def params(source: str) -> set[str]:
+    """The parameter names of every test function in an otter test file."""
+    names = set()
+    for m in re.finditer(r"def test_\w+\(([^)]*)\)", source):
+        names |= {p.strip() for p in m.group(1).split(",") if p.strip()}
+    return names
+
+
+@dataclass
+class SetRun:
+    baseline: dict[str, QuestionResult]
+    baseline_errors: list[str]
+    fixtures: dict[str, tuple[Fixture, dict[str, QuestionResult], list[str]]]
+
+
+def run_set(chapter: str) -> SetRun:
+    """Grade the solved notebook and every misconception fixture of ``chapter``."""
+    master = masters()[chapter]
+    student = student_notebook(chapter)
+    with tempfile.TemporaryDirectory(prefix="initlab-misc-") as tmp:
+        sources = test_sources(chapter, Path(tmp))
+        base_nb = solved(student, master)
+        base_ns, base_errors = execute(base_nb)
+        baseline = run_tests(sources, base_ns)
+        base_prints = {
+            n: _fingerprint(base_ns.get(n), base_ns) for s in sources.values() for n in params(s)
+        }
+        results = {}
+        for path in fixture_sets()[chapter]:
+            fx = parse_fixture(path)
+            sections = Path(tmp) / "sections.py"
+            sections.write_text(fx.sections, encoding="utf-8")
+            ns, errors = execute(apply_fixture(solved(student, master), sections))
+            changed = {
+                q
+                for q, src in sources.items()
+                if any(_fingerprint(ns.get(n), ns) != base_prints[n] for n in params(src))
+            }
+            got = run_tests(sources, ns, only=changed)
+            results[fx.name] = (fx, {**baseline, **got}, errors)
+    return SetRun(baseline, base_errors, results)
