@@ -89,7 +89,9 @@ def mup_params(model: nn.Module, base: nn.Module) -> list[MupParam]:
     A weight ``[fan_out, fan_in, ...]`` whose fan_out and fan_in both differ from the base is
     *hidden*; only fan_out differs: *input*; only fan_in differs: *output*; neither: *fixed*.
     A vector (bias, LayerNorm gain) whose length differs is treated as an input weight
-    (Tensor Programs V, Table 3: "input weights & all biases").
+    (Tensor Programs V, Table 3: "input weights & all biases"); so is an ``nn.Embedding``
+    (its weight ``[vocab, width]`` is stored transposed). A read-out tied to the embedding
+    is one parameter and counts as the embedding (input).
 
     Args:
         model: the model to train.
@@ -111,9 +113,18 @@ def mup_params(model: nn.Module, base: nn.Module) -> list[MupParam]:
             f"only in model: {sorted(set(shapes) - set(base_shapes))}, "
             f"only in base: {sorted(set(base_shapes) - set(shapes))}"
         )
+    # nn.Embedding stores its weight as [num_embeddings, width]: the transpose of a linear
+    # layer's [fan_out, fan_in]; read it as the input layer it is.
+    embeddings = {
+        f"{n}.weight" if n else "weight"
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Embedding)
+    }
     out = []
     for name, shape in shapes.items():
         b = base_shapes[name]
+        if name in embeddings:
+            shape, b = shape[::-1], b[::-1]
         if len(b) != len(shape) or any(d != e for d, e in zip(b[2:], shape[2:], strict=False)):
             raise ValueError(f"parameter {name!r}: shape {tuple(shape)} vs base {tuple(b)}")
         fan_in = math.prod(shape[1:]) if len(shape) >= 2 else 1
