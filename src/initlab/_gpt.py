@@ -11,7 +11,7 @@ LayerNorm (pre-LN only) and a linear read-out, optionally tied to the token embe
   :math:`x \leftarrow \mathrm{LN}(x + \mathrm{Attn}(x))`,
   :math:`x \leftarrow \mathrm{LN}(x + \mathrm{MLP}(x))`.
 
-Xiong et al. (2020) compare the two at initialization (their Sec. 3, Theorem 1, Fig. 3).
+Xiong et al. (2020) compare the two at initialization (their Theorem 1).
 """
 
 from __future__ import annotations
@@ -194,12 +194,14 @@ def gpt2_init_(
     Radford et al. (2019), Sec. 2.3: "We scale the weights of residual layers at
     initialization by a factor of :math:`1/\sqrt{N}` where :math:`N` is the number of residual
     layers"; a model of :math:`L` blocks has :math:`N = 2L` (one attention and one MLP branch
-    per block), the factor nanoGPT and minGPT use. Each branch then adds about
-    :math:`1/(2L)` of the stream's variance, so the stream's variance stays bounded in depth.
+    per block), the factor nanoGPT and minGPT use (GPT-2's released code draws every weight
+    with std 0.02). Each branch then adds :math:`1/(2L)` of the variance it would add
+    unscaled, so the variance that all :math:`2L` branches add together does not grow with
+    depth.
 
     Args:
         model: a :class:`GPT` from :func:`gpt`.
-        std: standard deviation of the weights (0.02 in GPT-2).
+        std: standard deviation of the weights (0.02 in GPT-2's released code).
         residual_scaling: divide the residual projections' std by :math:`\sqrt{2L}`.
         generator: optional ``torch.Generator`` for reproducible draws.
 

@@ -2,9 +2,9 @@ r"""The maximal update parametrization (μP), small and plain.
 
 μP (Yang & Hu 2021, "Tensor Programs IV"; Yang et al. 2022, "Tensor Programs V") scales the
 initialization *and* the learning rate of every layer with the width :math:`n` so that, as
-:math:`n` grows, every layer's activations stay :math:`\Theta(1)` per coordinate at
-initialization *and* change by :math:`\Theta(1)` per coordinate in the first steps of
-training. Then the best learning rate found on a narrow model is also (close to) the best
+:math:`n` grows, every hidden activation stays :math:`\Theta(1)` per coordinate (the output
+:math:`O(1)`) at initialization *and* changes by :math:`\Theta(1)` per coordinate in the
+first steps of training. Then the best learning rate found on a narrow model is also (close to) the best
 for a wide one ("μTransfer").
 
 Layer types are read off the shapes, as Microsoft's ``mup`` package does: compare each
@@ -215,8 +215,10 @@ def mup_param_groups(
 
     Biases count as input weights (their "fan_out" is the width). Each group holds
     ``params`` (one tensor), ``lr`` and ``name``; pass the list to ``torch.optim.Adam`` /
-    ``AdamW`` or ``torch.optim.SGD``. Weight decay, if any, is left to you (Tensor Programs
-    V uses decoupled weight decay, which the scaled learning rate then also scales).
+    ``AdamW`` or ``torch.optim.SGD``. Weight decay, if any, is left to you: ``torch.optim.AdamW``
+    decays by ``lr * weight_decay`` per step, so a scaled ``lr`` scales the decay too;
+    Microsoft's ``mup`` (``MuAdam``) multiplies ``weight_decay`` by :math:`m` in the groups
+    whose ``lr`` it divides by :math:`m`, which keeps their product unchanged.
 
     Args:
         model: the model to train.
