@@ -91,7 +91,9 @@ def mup_params(model: nn.Module, base: nn.Module) -> list[MupParam]:
     A vector (bias, LayerNorm gain) whose length differs is treated as an input weight
     (Tensor Programs V, Table 3: "input weights & all biases"); so is an ``nn.Embedding``
     (its weight ``[vocab, width]`` is stored transposed). A read-out tied to the embedding
-    is one parameter and counts as the embedding (input).
+    is one parameter and counts as the embedding (input): Table 3 cannot express tying (its
+    output layer needs another variance and learning rate), so a tied read-out is *not* μP
+    here; Table 8's output multiplier, which ``mup`` uses for tying, is not implemented.
 
     Args:
         model: the model to train.
