@@ -9,7 +9,8 @@ Modules (one per concept)::
     initlab.theory       predicted forward/backward variance (mean-field)
     initlab.diagnostics  per-layer activation/gradient statistics
     initlab.train        a small training loop with clipping and guards
-    initlab.models       MLP/RNN builders
+    initlab.models       MLP/RNN/GPT builders
+    initlab.mup          maximal update parametrization (muP): init and learning rates
     initlab.data         offline data sets
     initlab.plots        the course's figures
     initlab.grading      exercise build and grading
@@ -31,6 +32,7 @@ _SUBMODULES = (
     "diagnostics",
     "train",
     "models",
+    "mup",
     "data",
     "plots",
     "grading",

@@ -17,7 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["Dataset", "adding_problem", "circles", "digits", "loader", "spirals"]
+__all__ = [
+    "CharText",
+    "Dataset",
+    "adding_problem",
+    "char_batch",
+    "circles",
+    "digits",
+    "loader",
+    "pydoc_text",
+    "spirals",
+]
 
 
 class Dataset(NamedTuple):
@@ -215,3 +225,65 @@ def loader(
     return DataLoader(
         TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle, generator=generator
     )
+
+
+class CharText(NamedTuple):
+    """A character-level corpus: ``ids`` (int64, one per character) and ``vocab`` (the
+    characters, sorted; ``vocab[i]`` is the character with id ``i``)."""
+
+    ids: torch.Tensor
+    vocab: str
+
+
+def pydoc_text(n_chars: int | None = None) -> CharText:
+    r"""The help texts that ship with CPython (``pydoc_data.topics``) as character ids.
+
+    About 465 000 characters of English prose and Python code, read from the standard
+    library: nothing is downloaded. The topics are joined in sorted order of their names,
+    separated by a blank line, so the text is the same on every run of one Python version.
+
+    Args:
+        n_chars: keep only the first ``n_chars`` characters (``None``: all of them); the
+            vocabulary is built from the characters kept.
+
+    Example:
+        >>> text = pydoc_text(1000)
+        >>> text.ids.shape, text.ids.dtype
+        (torch.Size([1000]), torch.int64)
+        >>> len(text.vocab) == len(set(text.vocab)) == int(text.ids.max()) + 1
+        True
+    """
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[name] for name in sorted(topics))
+    if n_chars is not None:
+        _check_int("n_chars", n_chars, 2)
+        text = text[:n_chars]
+    vocab = "".join(sorted(set(text)))
+    index = {c: i for i, c in enumerate(vocab)}
+    return CharText(torch.tensor([index[c] for c in text], dtype=torch.int64), vocab)
+
+
+def char_batch(
+    ids: torch.Tensor, batch_size: int, context: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch for next-character prediction: ``x = ids[s : s + context]`` and
+    ``y = ids[s + 1 : s + context + 1]`` for ``batch_size`` uniform random starts ``s``.
+
+    Example:
+        >>> ids = torch.arange(100)
+        >>> x, y = char_batch(ids, 4, 8, torch.Generator().manual_seed(0))
+        >>> x.shape, bool((y - x == 1).all())
+        (torch.Size([4, 8]), True)
+    """
+    _check_int("batch_size", batch_size, 1)
+    _check_int("context", context, 1)
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
+        raise ValueError("ids must be a 1-D tensor of token ids")
+    if len(ids) <= context:
+        raise ValueError(f"ids must be longer than context={context}, got {len(ids)} ids")
+    starts = torch.randint(0, len(ids) - context, (batch_size,), generator=generator)
+    offsets = torch.arange(context)
+    x = ids[starts[:, None] + offsets]
+    y = ids[starts[:, None] + offsets + 1]
+    return x, y

@@ -1,4 +1,5 @@
-r"""Small model builders with readable layer names: MLPs (plain or residual) and RNNs.
+r"""Small model builders with readable layer names: MLPs (plain or residual), RNNs and a small
+GPT-style transformer (:func:`gpt`, pre-LN or post-LN; GPT-2's init in :func:`gpt2_init_`).
 
 Every builder leaves PyTorch's default initialization in place (for ``nn.Linear`` that is
 ``kaiming_uniform_(a=sqrt(5))``, i.e. :math:`\mathcal{U}(-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}})`);
@@ -19,14 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab._gpt import GPT, gpt, gpt2_init_
 from initlab.residual import Residual
 
 __all__ = [
     "ACTIVATIONS",
+    "GPT",
     "MLP",
     "ScaledSigmoid",
     "SequenceModel",
     "activation",
+    "gpt",
+    "gpt2_init_",
     "mlp",
     "rnn_classifier",
     "rnn_regressor",

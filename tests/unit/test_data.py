@@ -145,3 +145,42 @@ def test_loader_is_seeded_and_complete():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_pydoc_text_is_offline_and_consistent():
+    from initlab.data import pydoc_text
+
+    text = pydoc_text()
+    assert text.ids.dtype == torch.int64 and text.ids.dim() == 1
+    assert len(text.ids) > 100_000  # about 465 000 characters in CPython 3.11
+    assert text.vocab == "".join(sorted(set(text.vocab)))
+    assert int(text.ids.min()) == 0 and int(text.ids.max()) == len(text.vocab) - 1
+    head = pydoc_text(500)
+    decoded = "".join(head.vocab[i] for i in head.ids.tolist())
+    assert decoded == "".join(text.vocab[i] for i in text.ids[:500].tolist())
+
+
+def test_char_batch_targets_are_the_next_characters():
+    from initlab.data import char_batch
+
+    ids = torch.arange(1000)
+    x, y = char_batch(ids, 16, 32, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (16, 32)
+    assert torch.equal(y, x + 1)  # consecutive ids: the target is the next one
+    assert int(y.max()) <= 999
+    a, _ = char_batch(ids, 4, 8, torch.Generator().manual_seed(1))
+    b, _ = char_batch(ids, 4, 8, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_char_batch_errors():
+    from initlab.data import char_batch, pydoc_text
+
+    with pytest.raises(ValueError, match="context"):
+        char_batch(torch.arange(10), 2, 10)
+    with pytest.raises(ValueError, match="batch_size"):
+        char_batch(torch.arange(10), 0, 4)
+    with pytest.raises(ValueError, match="ids"):
+        char_batch(torch.zeros(3, 3, dtype=torch.int64), 2, 2)
+    with pytest.raises(ValueError, match="n_chars"):
+        pydoc_text(1)

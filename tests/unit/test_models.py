@@ -142,3 +142,114 @@ def test_rnn_relu_and_errors():
         rnn_regressor(2, 0)
     with pytest.raises(ValueError, match="batch, time, features"):
         rnn_regressor(2, 4)(torch.zeros(3, 2))
+
+
+# --- the small GPT (initlab.models.gpt, gpt2_init_) -------------------------------------
+
+
+def _tokens(batch=3, time=16, vocab=50, seed=0):
+    return torch.randint(0, vocab, (batch, time), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_gpt_shapes_and_names(norm):
+    from initlab.models import GPT, gpt
+
+    net = gpt(50, 16, 32, depth=2, heads=4, norm=norm)
+    assert isinstance(net, GPT)
+    assert net(_tokens()).shape == (3, 16, 50)
+    names = {n for n, _ in net.named_modules()}
+    assert {
+        "blocks.0.attn.qkv",
+        "blocks.0.attn.proj",
+        "blocks.1.mlp.fc",
+        "blocks.1.mlp.proj",
+    } <= names
+    assert isinstance(net.ln_f, nn.LayerNorm if norm == "pre" else nn.Identity)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_gpt_is_causal(norm):
+    """Changing token t changes no logit at positions before t."""
+    from initlab.models import gpt
+
+    torch.manual_seed(0)
+    net = gpt(50, 16, 32, depth=2, heads=4, norm=norm)
+    x = _tokens()
+    x2 = x.clone()
+    x2[:, 10] = (x2[:, 10] + 1) % 50
+    with torch.no_grad():
+        a, b = net(x), net(x2)
+    torch.testing.assert_close(a[:, :10], b[:, :10])
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_gpt_attention_matches_explicit_formula():
+    """softmax(q k^T / sqrt(d_k) + causal mask) v, written out, for one head."""
+    from initlab.models import gpt
+
+    torch.manual_seed(0)
+    net = gpt(20, 8, 16, depth=1, heads=1)
+    attn = net.blocks[0].attn
+    h = torch.randn(2, 8, 16)
+    q, k, v = attn.qkv(h).split(16, dim=2)
+    scores = q @ k.transpose(1, 2) / 4.0  # d_k = 16
+    scores = scores.masked_fill(torch.ones(8, 8).triu(1).bool(), float("-inf"))
+    want = attn.proj(torch.softmax(scores, -1) @ v)
+    torch.testing.assert_close(attn(h), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gpt_tied_embedding():
+    from initlab.models import gpt
+
+    net = gpt(50, 16, 32, depth=1, tie=True)
+    assert net.head.weight is net.tok_emb.weight
+    assert gpt(50, 16, 32, depth=1).head.weight is not gpt(50, 16, 32, depth=1).tok_emb.weight
+
+
+def test_gpt2_init_stds():
+    """0.02 everywhere, 0.02 / sqrt(2L) on the residual projections; biases 0, LN gains 1.
+    Each std is estimated from >= 64^2 samples: relative standard error <= 1 / sqrt(2 * 4096)
+    = 0.011; allow 5."""
+    from initlab.models import gpt, gpt2_init_
+
+    depth = 8
+    net = gpt(100, 16, 64, depth=depth)
+    assert gpt2_init_(net, generator=torch.Generator().manual_seed(0)) is net
+    for name, p in net.named_parameters():
+        if name.endswith("proj.weight"):
+            want = 0.02 / (2 * depth) ** 0.5
+        elif name.startswith("blocks") and name.endswith(("ln1.weight", "ln2.weight")):
+            assert torch.equal(p, torch.ones_like(p))
+            continue
+        elif name.endswith("bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+            continue
+        elif name == "ln_f.weight":
+            continue
+        else:
+            want = 0.02
+        assert abs(p.std().item() / want - 1) < 5 / (2 * p.numel()) ** 0.5, name
+    flat = gpt2_init_(gpt(100, 16, 64, depth=depth), residual_scaling=False)
+    assert abs(flat.blocks[0].mlp.proj.weight.std().item() / 0.02 - 1) < 5 / (2 * 64 * 256) ** 0.5
+
+
+def test_gpt_errors():
+    from initlab.models import gpt, gpt2_init_
+
+    with pytest.raises(ValueError, match="norm"):
+        gpt(10, 4, 8, 1, norm="sandwich")
+    with pytest.raises(ValueError, match="divisible"):
+        gpt(10, 4, 10, 1, heads=4)
+    with pytest.raises(ValueError, match="depth"):
+        gpt(10, 4, 8, 0)
+    with pytest.raises(TypeError, match="tie"):
+        gpt(10, 4, 8, 1, tie=1)
+    with pytest.raises(ValueError, match="context"):
+        gpt(10, 4, 8, 1)(torch.zeros(2, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="idx"):
+        gpt(10, 4, 8, 1)(torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="model"):
+        gpt2_init_(nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="std"):
+        gpt2_init_(gpt(10, 4, 8, 1), std=0.0)
