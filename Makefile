@@ -29,6 +29,11 @@ $(STAMP): requirements.txt pyproject.toml | $(PY)
 	  { echo "error: 'pip install -r requirements.txt' failed (see pip's message above)" >&2; exit 1; }
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . || \
 	  { echo "error: 'pip install -e .' (the initlab library) failed" >&2; exit 1; }
+	@# Microsoft's mup 1.0.0, for the unit tests that cross-check initlab.mup against it. Its
+	@# declared dependencies pull a torchvision that cannot import beside the CPU torch, and
+	@# mup itself needs none of them beyond torch and numpy: install it alone.
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mup==1.0.0 || \
+	  { echo "error: 'pip install --no-deps mup==1.0.0' failed" >&2; exit 1; }
 	@touch $@
 
 setup: $(STAMP)
