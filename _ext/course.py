@@ -1,9 +1,11 @@
-"""The course's Sphinx extension: three fixes the book build needs.
+"""The course's Sphinx extension: four fixes the book build needs.
 
 1. Serve MathJax 3 from the built site itself, so the book's math renders offline.
 2. Drop the duplicate inline scripts Sphinx 7.4 writes (a console error on every page).
 3. Let ``{glue:text}`` format NumPy scalars: under NumPy 2 a glued ``np.float64(0.5)`` is
    stored as the text ``"np.float64(0.5)"``, which myst-nb cannot turn into a number.
+4. Number figures per chapter ("Fig. 3.2"): Sphinx numbers them through the whole book, or,
+   with numbered toctrees, restarts the chapter number in every part of ``_toc.yml``.
 
 On (1):
 The files come from the pinned PyPI package ``django-static-mathjax`` (MathJax 3.2.2 as
@@ -87,9 +89,48 @@ def _patch_glue_numpy_scalars() -> None:
             module.format_plain_text = format_plain_text
 
 
+_CHAPTER = re.compile(r"^chapters/(\d+)_")
+
+
+def _toctree_order(env, docname: str, seen: set[str]) -> list[str]:  # noqa: ANN001
+    """Documents in reading order: ``docname``, then what its toctrees include, depth first."""
+    if docname in seen:
+        return []
+    seen.add(docname)
+    order = [docname]
+    for child in env.toctree_includes.get(docname, []):
+        order += _toctree_order(env, child, seen)
+    return order
+
+
+def _number_figures_by_chapter(app: Sphinx, env) -> list[str]:  # noqa: ANN001
+    """Renumber figures (and tables, code blocks) as (chapter, k), k counting from 1 in each
+    chapter in reading order; the chapter is the number of the page's folder under
+    ``chapters/`` (``chapters/00_setup_check`` is chapter 0). Pages outside ``chapters/`` keep
+    Sphinx's numbers. Runs after Sphinx's own numbering (``env-get-updated``)."""
+    if not env.config.numfig:
+        return []
+    counters: dict[tuple[str, int], int] = {}
+    changed = []
+    for docname in _toctree_order(env, env.config.root_doc, set()):
+        numbers = env.toc_fignumbers.get(docname)
+        match = _CHAPTER.match(docname)
+        if not numbers or match is None:
+            continue
+        chapter = int(match.group(1))
+        for figtype, ids in numbers.items():
+            for figure_id, _ in sorted(ids.items(), key=lambda item: item[1]):
+                key = (figtype, chapter)
+                counters[key] = counters.get(key, 0) + 1
+                ids[figure_id] = (chapter, counters[key])
+        changed.append(docname)
+    return changed
+
+
 def setup(app: Sphinx) -> dict:
     _patch_glue_numpy_scalars()
     app.connect("config-inited", _set_path, priority=900)
     app.connect("build-finished", _copy)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("env-get-updated", _number_figures_by_chapter, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -36,3 +36,16 @@ def test_math_is_served_locally(built_book: Path) -> None:
 def test_execution_table_lists_every_executed_notebook(built_book: Path) -> None:
     html = (built_book / "appendix" / "execution_times.html").read_text()
     assert "00_setup_check" in html
+
+
+def test_figures_are_numbered_per_chapter(built_book: Path) -> None:
+    """Captioned figures read "Fig. <chapter>.<k>", k restarting at 1 in every chapter."""
+    for chapter, page in (
+        (1, "01_stabilising_training/01_vanishing_exploding.html"),
+        (2, "02_variance_derivation/01_random_variables.html"),
+    ):
+        html = (built_book / "chapters" / page).read_text()
+        numbers = re.findall(r"Fig\. (\d+)\.(\d+)", html)
+        assert numbers, f"no numbered figure on {page}"
+        assert {int(c) for c, _ in numbers} == {chapter}, (page, numbers)
+        assert min(int(k) for _, k in numbers) == 1, (page, numbers)
