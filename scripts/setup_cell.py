@@ -18,29 +18,18 @@ import sys
 from pathlib import Path
 
 import nbformat
-import yaml
 
 from initlab.grading.colab import add_setup_cell, launch_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_book import toc_files  # noqa: E402  (the one _toc.yml walker)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def toc_notebooks(root: Path = ROOT) -> list[Path]:
     """Every notebook listed in ``_toc.yml``, in the order of the table of contents."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    files: list[str] = [toc["root"]]
-
-    def walk(entries: list | None) -> None:
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").is_file()]
+    return [root / f"{f}.ipynb" for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]
 
 
 def is_student_notebook(nb: nbformat.NotebookNode) -> bool:

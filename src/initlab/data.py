@@ -72,7 +72,7 @@ def _stratified_split(
     )
 
 
-def digits(test_size: float = 0.25, seed: int = 0) -> Dataset:
+def digits(test_size: float = 0.25, seed: int = 0, standardize: bool = True) -> Dataset:
     r"""scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes, 64 features).
 
     A stratified split (``seed`` fixes it), then every feature standardised with the *train*
@@ -83,6 +83,8 @@ def digits(test_size: float = 0.25, seed: int = 0) -> Dataset:
     Args:
         test_size: fraction of samples held out for testing, in (0, 1).
         seed: seed of the split.
+        standardize: if False, return the raw pixel intensities (integers 0..16, as floats) of
+            the same split, unscaled.
 
     Example:
         >>> d = digits()
@@ -93,6 +95,10 @@ def digits(test_size: float = 0.25, seed: int = 0) -> Dataset:
 
     X, y = load_digits(return_X_y=True)
     data = _stratified_split(X, y, test_size, seed, torch.int64)
+    if not isinstance(standardize, bool):
+        raise TypeError(f"standardize must be a bool, got {standardize!r}")
+    if not standardize:
+        return data
     mean = data.X_train.mean(0)
     std = data.X_train.std(0)
     std = torch.where(std > 0, std, torch.ones_like(std))

@@ -33,9 +33,14 @@ from typing import Any
 import nbformat
 from _notebooks import FIXTURES, apply_fixture, solved
 
-from initlab.grading import masters, student_notebook
-from initlab.grading._build import _up_to_date, build_chapter
-from initlab.grading._paths import autograder_zip, repo_root
+from initlab.grading import (
+    autograder_zip,
+    build_chapter,
+    masters,
+    repo_root,
+    student_notebook,
+    up_to_date,
+)
 
 MISCONCEPTIONS = FIXTURES / "misconceptions"
 _EXPECT = re.compile(r"#\s*expect:\s*(q\d+)\s+score\s+([\d.]+)\s+of\s+([\d.]+)\s*$")
@@ -102,7 +107,7 @@ def test_sources(chapter: str, scratch: Path) -> dict[str, str]:
     master; otherwise builds the bundle into ``scratch`` (the repository is not touched).
     """
     zip_path = autograder_zip(chapter)
-    if not _up_to_date(chapter, masters()[chapter], repo_root()):
+    if not up_to_date(chapter, masters()[chapter], repo_root()):
         master = masters()[chapter]
         root = scratch / chapter
         (root / "exercises").mkdir(parents=True)

@@ -25,9 +25,18 @@ import psutil
 import pytest
 from _notebooks import FIXTURES, apply_fixture, master_solutions, solved
 
-from initlab.grading import LeakError, build, check_no_leaks, masters, student_notebook
-from initlab.grading._build import solution_lines
-from initlab.grading._grade import Grade, _csv_text, csv_cell, sandbox_self_test
+from initlab.grading import (
+    Grade,
+    LeakError,
+    build,
+    check_no_leaks,
+    csv_cell,
+    csv_text,
+    masters,
+    sandbox_self_test,
+    solution_lines,
+    student_notebook,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTER = "03_xavier"
@@ -319,17 +328,16 @@ def test_a_modified_bundle_is_detected_and_rebuilt(
 ) -> None:
     """``grade`` compares the bundle with the hash ``build`` recorded and rebuilds on a
     mismatch (``build`` is stubbed here: it restores the bytes, as a real rebuild would)."""
-    from initlab.grading import _build
-    from initlab.grading._grade import verified_bundle
+    from initlab.grading import bundle_digest_ok, verified_bundle
 
     root = tmp_path / "root"
     shutil.copytree(built / "exercises", root / "exercises")
     bundle = _bundle(root)
     good = bundle.read_bytes()
-    assert _build.bundle_digest_ok(CHAPTER, root)
+    assert bundle_digest_ok(CHAPTER, root)
     with zipfile.ZipFile(bundle, "a") as zf:
         zf.writestr("tests/q9.py", "name = 'q9'\n")
-    assert not _build.bundle_digest_ok(CHAPTER, root)
+    assert not bundle_digest_ok(CHAPTER, root)
     rebuilt = []
 
     def fake_build(chapters, root=None, force=False, check=False):
@@ -337,7 +345,7 @@ def test_a_modified_bundle_is_detected_and_rebuilt(
         bundle.write_bytes(good)
         return 0
 
-    monkeypatch.setattr(_build, "build", fake_build)
+    monkeypatch.setattr("initlab.grading._build.build", fake_build)  # what grade rebuilds with
     assert verified_bundle(CHAPTER, root) == good and rebuilt == [([CHAPTER], True)]
 
 
@@ -364,7 +372,7 @@ def test_csv_cells_cannot_be_formulas(value: str, cell: str) -> None:
 def test_csv_escapes_every_column() -> None:
     g = Grade("=cmd|' /C calc'!A0.ipynb", True, {"q1": 1.0}, {"q1": 2.0}, ["-1+1 @x"])
     g.status = "ok"
-    rows = list(csv.reader(_csv_text([g], ["q1"]).splitlines()))
+    rows = list(csv.reader(csv_text([g], ["q1"]).splitlines()))
     assert rows[0] == ["file", "q1", "total", "possible", "seconds", "status", "error"]
     assert rows[1][0].startswith("'=") and rows[1][-1].startswith("'-")
 
@@ -474,7 +482,7 @@ def test_nothing_of_the_hidden_tests_or_bundle_reaches_any_output(
 
 
 def test_a_blank_notebook_after_a_poisoning_attempt_scores_zero(graded, built: Path) -> None:
-    from initlab.grading._build import bundle_digest_ok
+    from initlab.grading import bundle_digest_ok
 
     assert bundle_digest_ok(CHAPTER, built)
     assert float(graded["rows"]["unmodified-after"]["total"]) == 0

@@ -6,6 +6,7 @@ Nothing here reaches the internet: pip installs from this machine's local packag
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -21,7 +22,9 @@ from _offline import ROOT, offline_pip_env
 
 import initlab
 
-PUBLIC_MODULES = [m for m in initlab._SUBMODULES if m != "grading"]  # grading: the [grading] extra
+PUBLIC_MODULES = [  # every public submodule; grading needs the [grading] extra
+    m for m in initlab.__all__ if m != "grading" and importlib.util.find_spec(f"initlab.{m}")
+]
 PINS = dict(
     line.split("#")[0].strip().split("==")
     for line in (ROOT / "requirements.txt").read_text().splitlines()

@@ -62,6 +62,21 @@ def test_digits_standardised_with_train_statistics_only():
     torch.testing.assert_close(d.X_train, (X[i_train] - mu) / sd)
 
 
+def test_digits_unstandardised_is_the_same_split_of_the_raw_pixels():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    raw, std = digits(standardize=False), digits()
+    X, y = load_digits(return_X_y=True)
+    i_train, i_test = train_test_split(range(len(y)), test_size=450, random_state=0, stratify=y)
+    torch.testing.assert_close(raw.X_train, torch.as_tensor(X[i_train], dtype=torch.float32))
+    torch.testing.assert_close(raw.X_test, torch.as_tensor(X[i_test], dtype=torch.float32))
+    assert torch.equal(raw.y_train, std.y_train) and torch.equal(raw.y_test, std.y_test)
+    assert raw.X_train.min() == 0 and raw.X_train.max() == 16
+    with pytest.raises(TypeError, match="standardize"):
+        digits(standardize="no")
+
+
 def test_digits_deterministic_and_seeded():
     _assert_same(digits(seed=3), digits(seed=3))
     assert not torch.equal(digits(seed=0).y_test, digits(seed=1).y_test)

@@ -284,11 +284,6 @@ REPO = SRC.parents[1]
 PRIVATE_IMPORT = re.compile(r"\binitlab\._(?!_)\w+|from initlab(?:\.\w+)* import\s+\(?\s*_\w+")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18: three notebooks still import initlab._quadrature (switch to "
-    "initlab.theory.gaussian_expectation, then drop this marker)",
-)
 def test_notebooks_exercises_and_outer_tests_use_public_names_only():
     files = [
         *REPO.glob("chapters/**/*.ipynb"),

@@ -24,8 +24,24 @@ Example:
     >>> grades = grade("03_xavier", [Path("alice.ipynb")], out=Path("grades.csv"))  # doctest: +SKIP
 """
 
-from ._build import LeakError, build, check_no_leaks
-from ._grade import Grade, feedback_json, grade
+from ._build import (
+    LeakError,
+    build,
+    build_chapter,
+    bundle_digest_ok,
+    check_no_leaks,
+    solution_lines,
+    up_to_date,
+)
+from ._grade import (
+    Grade,
+    csv_cell,
+    csv_text,
+    feedback_json,
+    grade,
+    sandbox_self_test,
+    verified_bundle,
+)
 from ._paths import autograder_zip, masters, repo_root, student_notebook
 
 __all__ = [
@@ -33,10 +49,18 @@ __all__ = [
     "LeakError",
     "autograder_zip",
     "build",
+    "build_chapter",
+    "bundle_digest_ok",
     "check_no_leaks",
+    "csv_cell",
+    "csv_text",
     "feedback_json",
     "grade",
     "masters",
     "repo_root",
+    "sandbox_self_test",
+    "solution_lines",
     "student_notebook",
+    "up_to_date",
+    "verified_bundle",
 ]

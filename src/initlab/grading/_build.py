@@ -174,7 +174,7 @@ def bundle_digest_ok(chapter: str, root: Path, data: bytes | None = None) -> boo
     return stamp.is_file() and stamp.read_text().strip() == hashlib.sha256(data).hexdigest()
 
 
-def _up_to_date(chapter: str, master: Path, root: Path) -> bool:
+def up_to_date(chapter: str, master: Path, root: Path) -> bool:
     stamp, digest = _stamp(chapter, master, root)
     return (
         student_notebook(chapter, root).is_file()
@@ -203,7 +203,7 @@ def build(
         raise ValueError(f"chapters {unknown} have no master in exercises/; known: {list(found)}")
     status = 0
     for chapter in wanted:
-        if not (check or force) and _up_to_date(chapter, found[chapter], root):
+        if not (check or force) and up_to_date(chapter, found[chapter], root):
             print(f"{chapter}: up to date ({student_notebook(chapter, root).relative_to(root)})")
             continue
         with tempfile.TemporaryDirectory(prefix=f"initlab-build-{chapter}-") as tmp:

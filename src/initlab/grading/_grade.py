@@ -289,7 +289,8 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _csv_text(grades: list[Grade], questions: list[str]) -> str:
+def csv_text(grades: list[Grade], questions: list[str]) -> str:
+    """The gradebook as CSV text: one row per grade, every cell passed through :func:`csv_cell`."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["file", *questions, "total", "possible", "seconds", "status", "error"])
@@ -408,7 +409,7 @@ def grade(
             g.status = "unsandboxed" if g.status == "ok" else f"{g.status}; unsandboxed"
     # Every worker has ended: only now are the gradebook and the feedback written.
     if out is not None:
-        _atomic_write(Path(out), _csv_text(grades, questions))
+        _atomic_write(Path(out), csv_text(grades, questions))
     if feedback_dir is not None:
         for i, g in enumerate(grades):
             name = f"{i:03d}-{Path(g.file).stem}.json"

@@ -251,6 +251,29 @@ def ks_two_sample(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
 
 
+def _second_moment_ratio(
+    phi: Any, std: float, width: int, depth: int, batch: int, seed: int, input_std: float = 1.0
+) -> float:
+    """E[z^2] of layer ``depth``'s pre-activations over layer 1's in a fresh square MLP.
+
+    ``z^(1) = W^(1) x`` with ``x ~ N(0, input_std^2)`` (``batch`` inputs), ``z^(l) =
+    W^(l) phi(z^(l-1))``, weights i.i.d. ``N(0, std^2)``, no bias; one generator seeded with
+    ``seed`` draws the inputs, then each layer's weights in turn.
+    """
+    g = _Generator().manual_seed(seed)
+    with _no_grad():
+        h = _mul(_randn((batch, width), generator=g), input_std)
+        first = last = 0.0
+        for layer in _range(depth):
+            w = _mul(_randn((width, width), generator=g), std)
+            z = _matmul(h, _transpose(w, 0, 1))
+            last = _item(_mean(_mul(z, z)))
+            if layer == 0:
+                first = last
+            h = phi(z)
+    return last / first
+
+
 def tanh_variance_ratio(
     sigma: float,
     width: int = 256,
@@ -264,18 +287,7 @@ def tanh_variance_ratio(
     Inputs x ~ N(0, gamma2) (``batch`` of them), weights N(0, sigma^2), no bias, square layers of
     ``width``; the net is fresh for every ``seed``.
     """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        h = _mul(_randn((batch, width), generator=g), _sqrt(gamma2))
-        first = last = 0.0
-        for layer in _range(depth):
-            w = _mul(_randn((width, width), generator=g), sigma)
-            z = _matmul(h, _transpose(w, 0, 1))
-            last = _item(_mean(_mul(z, z)))
-            if layer == 0:
-                first = last
-            h = _tanh(z)
-    return last / first
+    return _second_moment_ratio(_tanh, sigma, width, depth, batch, seed, _sqrt(gamma2))
 
 
 def relu_variance_ratio(
@@ -286,18 +298,7 @@ def relu_variance_ratio(
     Inputs x ~ N(0, 1), weights N(0, sigma^2), no bias, square layers of ``width``,
     ``z^(l) = W^(l) relu(z^(l-1))`` (layer 1 takes x itself); fresh net for every ``seed``.
     """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        h = _randn((batch, width), generator=g)
-        first = last = 0.0
-        for layer in _range(depth):
-            w = _mul(_randn((width, width), generator=g), sigma)
-            z = _matmul(h, _transpose(w, 0, 1))
-            last = _item(_mean(_mul(z, z)))
-            if layer == 0:
-                first = last
-            h = _relu(z)
-    return last / first
+    return _second_moment_ratio(_relu, sigma, width, depth, batch, seed)
 
 
 def log_product_norms(n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0) -> list[float]:
@@ -389,19 +390,10 @@ def leaky_relu_growth(
     ``f`` the leaky ReLU of negative slope ``slope``, weights i.i.d. ``N(0, sigma_w2 / width)``,
     square layers, no bias; a fresh network for every ``seed``.
     """
-    g = _Generator().manual_seed(seed)
-    scale = _sqrt(sigma_w2 / width)
-    with _no_grad():
-        h = _randn((batch, width), generator=g)
-        first = last = 0.0
-        for layer in _range(depth):
-            w = _mul(_randn((width, width), generator=g), scale)
-            h = _matmul(h, _transpose(w, 0, 1))
-            last = _item(_mean(_mul(h, h)))
-            if layer == 0:
-                first = last
-            h = _where(h > 0, h, _mul(h, slope))
-    return last / first
+    std = _sqrt(sigma_w2 / width)
+    return _second_moment_ratio(
+        lambda z: _where(z > 0, z, _mul(z, slope)), std, width, depth, batch, seed
+    )
 
 
 def relu_bias_second_moment(
