@@ -156,9 +156,11 @@ def bwrap_command(bwrap: str, seccomp_fd: int | None, notebook_fd: int, name: st
         for p in {extra, real}:
             if not any(p == r or p.startswith(r.rstrip("/") + "/") for r in ro):
                 ro.append(p)
+    # The private /tmp first, the read-only binds after it: a course checkout (and so its
+    # .venv and src/) may itself live under /tmp, and a later mount shows through an earlier.
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for p in ro:
         cmd += ["--ro-bind", p, p]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     cmd += ["--dir", "/tmp/work", "--file", str(notebook_fd), f"/tmp/work/{name}"]
     cmd += ["--chdir", "/tmp/work", "--clearenv"]
     if seccomp_fd is not None:
