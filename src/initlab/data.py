@@ -15,16 +15,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = [
     "CharText",
     "Dataset",
     "adding_problem",
     "char_batch",
-    "circles",
     "digits",
-    "loader",
     "pydoc_text",
     "spirals",
 ]
@@ -140,33 +137,6 @@ def spirals(
     return _stratified_split(np.concatenate(xs), np.concatenate(ys), test_size, seed, torch.int64)
 
 
-def circles(
-    n: int = 1000, noise: float = 0.1, factor: float = 0.5, test_size: float = 0.25, seed: int = 0
-) -> Dataset:
-    """Two concentric circles (scikit-learn's ``make_circles``), labels 0 (outer) and 1 (inner).
-
-    Args:
-        n: total number of points (>= 4).
-        noise: standard deviation of the Gaussian noise added to every point (>= 0).
-        factor: inner radius over outer radius, in (0, 1).
-        test_size: fraction held out, stratified by class.
-        seed: seed of the points and the split.
-
-    Example:
-        >>> circles(n=200).y_test.bincount()
-        tensor([25, 25])
-    """
-    from sklearn.datasets import make_circles
-
-    _check_int("n", n, 4)
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
-    if not 0.0 < factor < 1.0:
-        raise ValueError(f"factor must be in (0, 1), got {factor!r}")
-    X, y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
-    return _stratified_split(X, y, test_size, seed, torch.int64)
-
-
 def adding_problem(
     n: int = 1000, seq_len: int = 50, test_size: float = 0.25, seed: int = 0
 ) -> Dataset:
@@ -209,28 +179,6 @@ def adding_problem(
     y = (values * markers).sum(1)
     n_train = n - n_test  # samples are i.i.d., so the first n_train form the train set
     return Dataset(X[:n_train], y[:n_train], X[n_train:], y[n_train:])
-
-
-def loader(
-    X: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0
-) -> DataLoader:
-    """A ``DataLoader`` over ``(X, y)`` whose shuffling is seeded by ``seed``.
-
-    Example:
-        >>> d = digits()
-        >>> xb, yb = next(iter(loader(d.X_train, d.y_train, batch_size=32)))
-        >>> xb.shape, yb.shape
-        (torch.Size([32, 64]), torch.Size([32]))
-    """
-    _check_int("batch_size", batch_size, 1)
-    if len(X) != len(y):
-        raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
-    if len(X) == 0:
-        raise ValueError("X is empty")
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle, generator=generator
-    )
 
 
 class CharText(NamedTuple):

@@ -33,7 +33,6 @@ __all__ = [
     "gpt",
     "gpt2_init_",
     "mlp",
-    "rnn_classifier",
     "rnn_regressor",
 ]
 
@@ -239,7 +238,7 @@ _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn
 class SequenceModel(nn.Module):
     """A recurrent network read out by a linear head at the last time step.
 
-    Built by :func:`rnn_classifier` and :func:`rnn_regressor`. Input ``[batch, time, features]``;
+    Built by :func:`rnn_regressor`. Input ``[batch, time, features]``;
     output ``head(rnn(x)[:, -1])``, of shape ``[batch, out_features]``, or ``[batch]`` when
     ``squeeze`` is set (a regressor with one output, so that it matches targets of shape
     ``[batch]``).
@@ -302,36 +301,6 @@ def _rnn(
     return SequenceModel(rnn, nn.Linear(hidden, out_features), cell, squeeze)
 
 
-def rnn_classifier(
-    in_features: int,
-    hidden: int,
-    out_features: int,
-    cell: str = "rnn",
-    num_layers: int = 1,
-    nonlinearity: str = "tanh",
-) -> SequenceModel:
-    r"""A recurrent classifier: logits ``head(h_T)`` of shape ``[batch, out_features]``.
-
-    The vanilla cell :math:`h_t = \tanh(W_{ih} x_t + W_{hh} h_{t-1} + b)` multiplies the
-    gradient by :math:`W_{hh}^\top \mathrm{diag}(\phi')` at every step; the LSTM's additive
-    cell state (Hochreiter & Schmidhuber 1997) turns that product into a sum.
-
-    Args:
-        in_features: features per time step.
-        hidden: hidden size.
-        out_features: number of classes.
-        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
-        num_layers: stacked recurrent layers.
-        nonlinearity: ``"tanh"`` or ``"relu"`` (``cell="rnn"`` only).
-
-    Example:
-        >>> net = rnn_classifier(2, 16, 3, cell="lstm")
-        >>> net(torch.zeros(4, 10, 2)).shape
-        torch.Size([4, 3])
-    """
-    return _rnn(in_features, hidden, out_features, cell, num_layers, nonlinearity, squeeze=False)
-
-
 def rnn_regressor(
     in_features: int,
     hidden: int,
@@ -342,8 +311,19 @@ def rnn_regressor(
 ) -> SequenceModel:
     r"""A recurrent regressor, e.g. for :func:`initlab.data.adding_problem`.
 
-    Same arguments as :func:`rnn_classifier`. With ``out_features=1`` the output has shape
-    ``[batch]`` (matching the adding problem's targets); otherwise ``[batch, out_features]``.
+    The vanilla cell :math:`h_t = \tanh(W_{ih} x_t + W_{hh} h_{t-1} + b)` multiplies the
+    gradient by :math:`W_{hh}^\top \mathrm{diag}(\phi')` at every step; the LSTM's additive
+    cell state (Hochreiter & Schmidhuber 1997) turns that product into a sum. With
+    ``out_features=1`` the output has shape ``[batch]`` (matching the adding problem's
+    targets); otherwise ``[batch, out_features]``.
+
+    Args:
+        in_features: features per time step.
+        hidden: hidden size.
+        out_features: number of outputs.
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"``.
+        num_layers: stacked recurrent layers.
+        nonlinearity: ``"tanh"`` or ``"relu"`` (``cell="rnn"`` only).
 
     Example:
         >>> net = rnn_regressor(2, 16, cell="gru")

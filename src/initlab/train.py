@@ -230,10 +230,10 @@ def fit(
         weight_decay: L2 penalty passed to the optimizer (>= 0).
 
     Example:
-        >>> from initlab.data import circles
+        >>> from initlab.data import spirals
         >>> from initlab.models import mlp
         >>> _ = torch.manual_seed(0)
-        >>> h = fit(mlp(2, 32, 2, 2), circles(), epochs=3, lr=0.05, clip=("norm", 1.0),
+        >>> h = fit(mlp(2, 32, 2, 2), spirals(classes=2), epochs=3, lr=0.05, clip=("norm", 1.0),
         ...         progress=False)
         >>> 0.0 <= h.clipped_fraction <= 1.0
         True

@@ -7,28 +7,15 @@ from pathlib import Path
 
 import nbformat
 
+from initlab.grading import solution_cells
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ANSWER_TAG = "otter_answer_cell"
 
 
 def master_solutions(master: Path) -> list[str]:
     """The solution code cells of a master, in order, with otter's markers removed."""
-    nb = nbformat.read(master, as_version=4)
-    out, in_block = [], False
-    for cell in nb.cells:
-        head = cell.source.strip().upper()
-        if cell.cell_type == "raw" and head.startswith("# BEGIN SOLUTION"):
-            in_block = True
-        elif cell.cell_type == "raw" and head.startswith("# END SOLUTION"):
-            in_block = False
-        elif in_block and cell.cell_type == "code":
-            lines = [
-                re.sub(r"\s*# SOLUTION\s*$", "", line)
-                for line in cell.source.splitlines()
-                if not re.match(r"\s*# (BEGIN|END) SOLUTION", line)
-            ]
-            out.append("\n".join(lines))
-    return out
+    return solution_cells(nbformat.read(master, as_version=4))
 
 
 def answer_cells(nb: nbformat.NotebookNode) -> list[int]:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from _sitecheck import Page, cell_tags, read_notebook
 
+from initlab.grading.markers import LEAK_MARKERS as LEAK_MARKERS  # test_pages reads it here
+from initlab.grading.markers import fence, solution_split
+
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,}|:{3,})[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _MATH_BLOCK = re.compile(r"^[ \t]*(`{3,}|:{3,})\{math\}|\{math\}`|^\s*\$\$|\\begin\{", re.M)
@@ -230,16 +233,6 @@ def image_output_cells(executed: dict) -> set[int]:
 
 # ---------------------------------------------------------------- solutions and hidden tests
 
-LEAK_MARKERS = (
-    "BEGIN SOLUTION",
-    "END SOLUTION",
-    "# SOLUTION",
-    "BEGIN HIDDEN",
-    "END HIDDEN",
-    "BEGIN TESTS",
-    "BEGIN TEST CONFIG",
-    "hidden: true",
-)
 _MIN_NEEDLE = 12  # shorter lines ("return x", "else:") are not evidence of a leak
 
 
@@ -268,10 +261,8 @@ def leak_needles(master: Path) -> dict[str, list[str]]:
         src, kind = cell["source"], cell["cell_type"]
         head = src.strip().splitlines()[0] if src.strip() else ""
         if kind == "raw":
-            if re.match(r"#\s*BEGIN SOLUTION", head):
-                in_solution_cells = True
-            elif re.match(r"#\s*END SOLUTION", head):
-                in_solution_cells = False
+            if fence(cell):
+                in_solution_cells = fence(cell) == "begin"
             elif re.match(r"#\s*BEGIN TESTS", head):
                 in_tests = True
             elif re.match(r"#\s*END TESTS", head):
@@ -288,26 +279,20 @@ def leak_needles(master: Path) -> dict[str, list[str]]:
         if in_tests:
             public.append(src)  # a public test: fine on the page
             continue
-        # code: inline solution blocks and "# SOLUTION" lines; nbgrader hidden tests
-        keep, block, hide = [], False, False
+        # code: nbgrader hidden tests, then otter's inline solution blocks and "# SOLUTION"
+        # lines (read by initlab.grading's one parser of the markers)
+        rest, hide = [], False
         for line in src.splitlines():
             s = line.strip()
-            if re.match(r"#+\s*BEGIN SOLUTION", s):
-                block = True
-            elif re.match(r"#+\s*END SOLUTION", s):
-                block = False
-            elif re.match(r"#+\s*BEGIN HIDDEN TESTS", s):
+            if re.match(r"#+\s*BEGIN HIDDEN TESTS", s):
                 hide = True
             elif re.match(r"#+\s*END HIDDEN TESTS", s):
                 hide = False
-            elif hide:
-                hidden.append(line)
-            elif block:
-                solution.append(line)
-            elif re.search(r"#\s*SOLUTION\b", line):
-                solution.append(re.split(r"#\s*SOLUTION\b", line)[0])
             else:
-                keep.append(line)
+                (hidden if hide else rest).append(line)
+        keep = []
+        for line, removed in solution_split("\n".join(rest)):
+            (solution if removed else keep).append(line)
         public.append("\n".join(keep))
     public_text = _norm("\n".join(public))
 

@@ -5,7 +5,7 @@ import socket
 import pytest
 import torch
 
-from initlab.data import Dataset, adding_problem, circles, digits, loader, spirals
+from initlab.data import Dataset, adding_problem, digits, spirals
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_digits_deterministic_and_seeded():
     assert not torch.equal(digits(seed=0).y_test, digits(seed=1).y_test)
 
 
-@pytest.mark.parametrize("make", [digits, spirals, circles, adding_problem])
+@pytest.mark.parametrize("make", [digits, spirals, adding_problem])
 def test_no_train_test_overlap(make):
     d = make()
     assert not _rows(d.X_train) & _rows(d.X_test)
@@ -99,18 +99,6 @@ def test_spirals():
     _assert_same(spirals(n=600, classes=4, noise=0.1, seed=2), d)
     assert not torch.equal(spirals(seed=0).X_train, spirals(seed=1).X_train)
     assert len(torch.cat([spirals(n=301).y_train, spirals(n=301).y_test])) == 301
-
-
-def test_circles():
-    d = circles(n=400, noise=0.0, factor=0.5, seed=1)
-    assert d.X_train.shape == (300, 2) and d.X_test.shape == (100, 2)
-    assert d.y_train.dtype == torch.int64
-    assert torch.bincount(d.y_test).tolist() == [50, 50]
-    radius = torch.cat([d.X_train, d.X_test]).norm(dim=1)
-    labels = torch.cat([d.y_train, d.y_test])
-    torch.testing.assert_close(radius[labels == 0], torch.ones(200))
-    torch.testing.assert_close(radius[labels == 1], torch.full((200,), 0.5))
-    _assert_same(circles(seed=4), circles(seed=4))
 
 
 def test_adding_problem():
@@ -131,17 +119,6 @@ def test_adding_problem():
     assert not torch.equal(adding_problem(seed=0).y_train, adding_problem(seed=1).y_train)
 
 
-def test_loader_is_seeded_and_complete():
-    d = spirals(n=90)
-    batches = list(loader(d.X_train, d.y_train, batch_size=16, seed=7))
-    again = list(loader(d.X_train, d.y_train, batch_size=16, seed=7))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
-    xs = torch.cat([b[0] for b in batches])
-    assert _rows(xs) == _rows(d.X_train) and len(xs) == len(d.X_train)
-    ordered = next(iter(loader(d.X_train, d.y_train, batch_size=8, shuffle=False)))
-    assert torch.equal(ordered[0], d.X_train[:8])
-
-
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -150,11 +127,8 @@ def test_loader_is_seeded_and_complete():
         (lambda: spirals(n=0), "n"),
         (lambda: spirals(classes=1), "classes"),
         (lambda: spirals(noise=-1.0), "noise"),
-        (lambda: circles(factor=1.0), "factor"),
         (lambda: adding_problem(seq_len=1), "seq_len"),
         (lambda: adding_problem(n=2, test_size=0.9), "test_size"),
-        (lambda: loader(torch.zeros(3, 2), torch.zeros(4), batch_size=2), "same length"),
-        (lambda: loader(torch.zeros(3, 2), torch.zeros(3), batch_size=0), "batch_size"),
     ],
 )
 def test_bad_arguments(call, match):

@@ -10,7 +10,6 @@ from initlab.models import (
     ScaledSigmoid,
     activation,
     mlp,
-    rnn_classifier,
     rnn_regressor,
 )
 from initlab.residual import Residual
@@ -117,25 +116,25 @@ def test_mlp_errors(kwargs, match):
 
 @pytest.mark.parametrize("cell, cls", [("rnn", nn.RNN), ("lstm", nn.LSTM), ("gru", nn.GRU)])
 def test_rnn_models(cell, cls):
-    clf = rnn_classifier(2, 8, 3, cell=cell, num_layers=2)
-    assert isinstance(clf.rnn, cls) and clf.rnn.batch_first and clf.rnn.num_layers == 2
-    assert isinstance(clf.head, nn.Linear)
+    net = rnn_regressor(2, 8, 3, cell=cell, num_layers=2)
+    assert isinstance(net.rnn, cls) and net.rnn.batch_first and net.rnn.num_layers == 2
+    assert isinstance(net.head, nn.Linear)
     x = torch.randn(4, 9, 2)
-    assert clf(x).shape == (4, 3)
+    assert net(x).shape == (4, 3)
     # read-out is the head applied to the last time step
-    out, _ = clf.rnn(x)
-    torch.testing.assert_close(clf(x), clf.head(out[:, -1]))
+    out, _ = net.rnn(x)
+    torch.testing.assert_close(net(x), net.head(out[:, -1]))
     reg = rnn_regressor(2, 8, cell=cell)
     assert reg(x).shape == (4,)
     assert rnn_regressor(2, 8, 2, cell=cell)(x).shape == (4, 2)
 
 
 def test_rnn_relu_and_errors():
-    assert rnn_classifier(2, 4, 2, nonlinearity="relu").rnn.nonlinearity == "relu"
+    assert rnn_regressor(2, 4, 2, nonlinearity="relu").rnn.nonlinearity == "relu"
     with pytest.raises(ValueError, match="cell"):
-        rnn_classifier(2, 4, 2, cell="transformer")
+        rnn_regressor(2, 4, 2, cell="transformer")
     with pytest.raises(ValueError, match="nonlinearity"):
-        rnn_classifier(2, 4, 2, nonlinearity="gelu")
+        rnn_regressor(2, 4, 2, nonlinearity="gelu")
     with pytest.raises(ValueError, match="nonlinearity"):
         rnn_regressor(2, 4, cell="lstm", nonlinearity="relu")
     with pytest.raises(ValueError, match="hidden"):

@@ -30,7 +30,6 @@ from ._build import (
     build_chapter,
     bundle_digest_ok,
     check_no_leaks,
-    solution_lines,
     up_to_date,
 )
 from ._grade import (
@@ -43,9 +42,11 @@ from ._grade import (
     verified_bundle,
 )
 from ._paths import autograder_zip, masters, repo_root, student_notebook
+from .markers import LEAK_MARKERS, solution_cells, solution_lines, solution_split
 
 __all__ = [
     "Grade",
+    "LEAK_MARKERS",
     "LeakError",
     "autograder_zip",
     "build",
@@ -59,7 +60,9 @@ __all__ = [
     "masters",
     "repo_root",
     "sandbox_self_test",
+    "solution_cells",
     "solution_lines",
+    "solution_split",
     "student_notebook",
     "up_to_date",
     "verified_bundle",

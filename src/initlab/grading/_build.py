@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,16 +28,7 @@ import nbformat
 
 from ._paths import STUDENT_NOTEBOOK, autograder_zip, masters, repo_root, student_notebook
 from .colab import add_setup_cell, launch_settings
-
-_MARKERS = (
-    "BEGIN SOLUTION",
-    "END SOLUTION",
-    "# SOLUTION",
-    "BEGIN TESTS",
-    "BEGIN QUESTION",
-    "hidden=True",
-    "hidden: true",
-)
+from .markers import LEAK_MARKERS, solution_lines
 
 
 class LeakError(RuntimeError):
@@ -66,39 +56,10 @@ def _run_assign(master: Path, out: Path) -> tuple[Path, Path, Path]:
     return out / "student" / name, out / "autograder" / name, zips[0]
 
 
-def solution_lines(master_nb: nbformat.NotebookNode) -> set[str]:
-    """Return the stripped, non-trivial lines that appear between solution markers in a master."""
-    lines: set[str] = set()
-    in_block = False  # a raw "# BEGIN SOLUTION" cell fences whole cells
-    for cell in master_nb.cells:
-        src = cell.source
-        if cell.cell_type == "raw":
-            head = src.strip().upper()
-            if head.startswith("# BEGIN SOLUTION"):
-                in_block = True
-            elif head.startswith("# END SOLUTION"):
-                in_block = False
-            continue
-        inner = False
-        for line in src.splitlines():
-            s = line.strip()
-            if re.match(r"#\s*BEGIN SOLUTION", s):
-                inner = True
-                continue
-            if re.match(r"#\s*END SOLUTION", s):
-                inner = False
-                continue
-            if "# SOLUTION" in s:
-                lines.add(s.split("# SOLUTION")[0].strip())
-            elif inner and cell.cell_type == "code" and in_block:
-                lines.add(s)
-    return {s for s in lines if len(s) > 8 and not s.startswith("#")}
-
-
 def check_no_leaks(student: nbformat.NotebookNode, master: nbformat.NotebookNode) -> None:
     """Raise :class:`LeakError` if ``student`` holds a marker, a hidden test or a solution line."""
     text = nbformat.writes(student)
-    for marker in _MARKERS:
+    for marker in LEAK_MARKERS:
         if marker in text:
             raise LeakError(f"student notebook contains {marker!r}")
     for line in solution_lines(master):
