@@ -80,7 +80,7 @@ _PYPLOT_DRAW = {
     "fill_between", "contour", "contourf", "pcolormesh", "boxplot", "violinplot", "step",
     "stem", "pie", "heatmap",
 }  # fmt: skip
-_NOT_DRAWING = re.compile(r"^(_|set_|use_|get_|apply_|style|rc|configure|reset)")
+_NOT_DRAWING = re.compile(r"^(_|set_|use_|get_|apply_|format_|style|rc|configure|reset)")
 
 
 def _parse(source: str) -> ast.Module | None:
@@ -192,7 +192,7 @@ def figure_cells(nb: dict) -> dict[int, str]:
     * calls ``plt.show()`` (any ``*.show()``) or ``display(fig...)``, or ends with a bare
       ``fig...`` expression, or
     * creates or draws a figure through pyplot (``plt.figure/subplots/plot/hist/imshow/...``)
-      or through a function of ``initlab.plots`` (not ``set_*``/``use_*``/``get_*``/``style*``
+      or through a function of ``initlab.plots`` (not ``set_*``/``use_*``/``get_*``/``format_*``/``style*``
       and not used as a ``with`` context manager) -- unless it then calls ``plt.close(...)``
       without showing, which deliberately shows nothing.
 
