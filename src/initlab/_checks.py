@@ -17,6 +17,7 @@ CLIP_MODES = ("norm", "value", "agc")
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
+    "check_bool",
     "check_choice",
     "check_clip",
     "check_int",
@@ -61,6 +62,13 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` must be a bool (``0``/``1`` or ``None`` are not)."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be a bool, got {value!r}")
+    return value
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

@@ -41,15 +41,10 @@ import math
 import torch
 from torch import nn
 
+from initlab._checks import check_bool, check_int
 from initlab._layers import CONVS
 
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
-
-
-def _check_groups(groups: object) -> int:
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    return groups
 
 
 def fan_in_and_fan_out(
@@ -80,9 +75,8 @@ def fan_in_and_fan_out(
         raise ValueError(
             "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
         )
-    groups = _check_groups(groups)
-    if not isinstance(transposed, bool):
-        raise TypeError(f"transposed must be a bool, got {transposed!r}")
+    groups = check_int("groups", groups, 1)
+    check_bool("transposed", transposed)
     if tensor.size(0) % groups != 0:
         raise ValueError(
             f"groups={groups} must divide dim 0 of the weight (shape {tuple(tensor.shape)})"

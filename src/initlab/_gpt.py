@@ -22,13 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab._checks import check_bool, check_int, check_positive
+
 __all__ = ["GPT", "gpt", "gpt2_init_"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class CausalSelfAttention(nn.Module):
@@ -172,11 +168,10 @@ def gpt(
         ("depth", depth),
         ("heads", heads),
     ):
-        _positive_int(name, value)
+        check_int(name, value, 1)
     if norm not in ("pre", "post"):
         raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
-    if not isinstance(tie, bool):
-        raise TypeError(f"tie must be a bool, got {type(tie).__name__}")
+    check_bool("tie", tie)
     return GPT(vocab_size, context, width, depth, heads, norm, tie)
 
 
@@ -214,8 +209,7 @@ def gpt2_init_(
         raise TypeError(
             f"model must be a GPT built by initlab.models.gpt, got {type(model).__name__}"
         )
-    if isinstance(std, bool) or not isinstance(std, int | float) or not std > 0:
-        raise ValueError(f"std must be a positive number, got {std!r}")
+    check_positive("std", std, finite=True)
     proj_std = std / math.sqrt(2 * model.depth) if residual_scaling else std
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear | nn.Embedding):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from initlab._checks import check_positive
+from initlab._checks import check_positive, check_real
 from initlab._fans import fans
 from initlab._gain import calculate_gain, gain_for
 from initlab._layers import LAYERS
@@ -99,8 +99,8 @@ def init_model_(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
-    if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)):
-        raise TypeError(f"bias must be a real number or None, got {bias!r}")
+    if bias is not None:
+        check_real("bias", bias)
     scale = check_positive("scale", scale, finite=True)
     mode, distribution, uses_gain = SCHEMES[scheme]
     if nonlinearity is None and scheme.startswith("kaiming"):

@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from initlab._checks import check_bool, check_int, check_real
+
 __all__ = [
     "CharText",
     "Dataset",
@@ -36,17 +38,9 @@ class Dataset(NamedTuple):
     y_test: torch.Tensor
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_test_size(test_size: float, n: int) -> int:
     """Number of test samples; both sides of the split must be non-empty."""
-    if isinstance(test_size, bool) or not isinstance(test_size, float | int):
-        raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
-    if not 0.0 < test_size < 1.0:
+    if not 0.0 < check_real("test_size", test_size) < 1.0:
         raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
     n_test = math.ceil(test_size * n)
     if not 0 < n_test < n:
@@ -92,8 +86,7 @@ def digits(test_size: float = 0.25, seed: int = 0, standardize: bool = True) -> 
 
     X, y = load_digits(return_X_y=True)
     data = _stratified_split(X, y, test_size, seed, torch.int64)
-    if not isinstance(standardize, bool):
-        raise TypeError(f"standardize must be a bool, got {standardize!r}")
+    check_bool("standardize", standardize)
     if not standardize:
         return data
     mean = data.X_train.mean(0)
@@ -122,8 +115,8 @@ def spirals(
         >>> spirals(n=300, classes=3).X_train.shape
         torch.Size([225, 2])
     """
-    _check_int("classes", classes, 2)
-    _check_int("n", n, 2 * classes)
+    check_int("classes", classes, 2)
+    check_int("n", n, 2 * classes)
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)
@@ -163,8 +156,8 @@ def adding_problem(
         >>> d.X_train.shape, d.y_train.shape
         (torch.Size([6, 10, 2]), torch.Size([6]))
     """
-    _check_int("n", n, 2)
-    _check_int("seq_len", seq_len, 2)
+    check_int("n", n, 2)
+    check_int("seq_len", seq_len, 2)
     n_test = _check_test_size(test_size, n)
     g = torch.Generator().manual_seed(seed)
     values = torch.rand(n, seq_len, generator=g)
@@ -211,7 +204,7 @@ def pydoc_text(n_chars: int | None = None) -> CharText:
 
     text = "\n\n".join(topics[name] for name in sorted(topics))
     if n_chars is not None:
-        _check_int("n_chars", n_chars, 2)
+        check_int("n_chars", n_chars, 2)
         text = text[:n_chars]
     vocab = "".join(sorted(set(text)))
     index = {c: i for i, c in enumerate(vocab)}
@@ -230,8 +223,8 @@ def char_batch(
         >>> x.shape, bool((y - x == 1).all())
         (torch.Size([4, 8]), True)
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("context", context, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("context", context, 1)
     if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
         raise ValueError("ids must be a 1-D tensor of token ids")
     if len(ids) <= context:

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab._checks import ArgumentTypeError, check_positive
 from initlab._layers import CONVS, LAYERS
 from initlab._records import LayerRecord, Records
 from initlab.models import ScaledSigmoid
@@ -292,8 +294,9 @@ def update_ratio(
             n: ((p.detach() - before[n]).norm() / (before[n].norm() + eps)).item()
             for n, p in weights.items()
         }
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
-        raise ValueError(f"step must be a positive learning rate or a callable, got {step!r}")
+    if isinstance(step, bool) or not isinstance(step, numbers.Real):
+        raise ArgumentTypeError(f"step must be a learning rate or a callable, got {step!r}")
+    check_positive("step (a learning rate)", step, finite=True)
     missing = [n for n, p in weights.items() if p.grad is None]
     if missing:
         raise ValueError(

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from initlab._checks import check_int, check_positive
+from initlab._checks import check_bool, check_int, check_positive
 from initlab._layers import LAYERS
 from initlab._structured import orthogonal_
 from initlab._table import RowTable
@@ -108,8 +108,7 @@ def lsuv_(
     target_std = check_positive("target_std", target_std)
     tol = check_positive("tol", tol)
     max_iter = check_int("max_iter", max_iter, 1)
-    if not isinstance(orthogonal, bool):
-        raise TypeError(f"orthogonal must be a bool, got {orthogonal!r}")
+    check_bool("orthogonal", orthogonal)
     args = tuple(batch) if isinstance(batch, tuple | list) else (batch,)
     if not args or not all(isinstance(a, torch.Tensor) for a in args):
         raise TypeError(f"batch must be a tensor or a tuple of tensors, got {type(batch).__name__}")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initlab._checks import check_int
 from initlab._gpt import GPT, gpt, gpt2_init_
 from initlab.residual import Residual
 
@@ -110,12 +111,6 @@ def _make_activation(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
         raise TypeError(f"activation {name!r} does not take arguments {kwargs}: {err}") from None
 
 
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _norm(norm: str | None, width: int) -> nn.Module | None:
     if norm is None:
         return None
@@ -196,7 +191,7 @@ def mlp(
         ("depth", depth),
         ("out_features", out_features),
     ):
-        _check_size(arg, value)
+        check_int(arg, value, 1)
     kwargs = dict(activation_kwargs or {})
     _make_activation(activation, kwargs)  # validate name and kwargs once
     _norm(norm, 1)  # validate norm once
@@ -281,7 +276,7 @@ def _rnn(
         ("out_features", out_features),
         ("num_layers", num_layers),
     ):
-        _check_size(arg, value)
+        check_int(arg, value, 1)
     if cell not in _CELLS:
         raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
     if cell == "rnn":

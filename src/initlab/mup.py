@@ -53,6 +53,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from initlab._checks import check_int, check_positive
+
 __all__ = [
     "CoordCheck",
     "MupParam",
@@ -178,8 +180,7 @@ def mup_init_(
         >>> round(net.head.weight.var().item() * 1024 * 16, 1)  # 1 / (n_in * m), m = 16
         1.0
     """
-    if isinstance(gain, bool) or not isinstance(gain, int | float) or not gain > 0:
-        raise ValueError(f"gain must be a positive number, got {gain!r}")
+    check_positive("gain", gain, finite=True)
     params = dict(model.named_parameters())
     for p in mup_params(model, base):
         t = params[p.name]
@@ -234,8 +235,7 @@ def mup_param_groups(
         >>> [(g["name"], g["lr"]) for g in groups][:3]
         [('linear1.weight', 0.8), ('linear1.bias', 0.8), ('linear2.weight', 0.1)]
     """
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    check_positive("lr", lr, finite=True)
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
     params = dict(model.named_parameters())
@@ -299,10 +299,11 @@ def coord_check(
     if not callable(build):
         raise TypeError(f"build must be a callable width -> nn.Module, got {type(build).__name__}")
     widths = list(widths)
-    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"widths must be a non-empty sequence of positive integers, got {widths}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not widths:
+        raise ValueError("widths must be a non-empty sequence of positive integers, got []")
+    for w in widths:
+        check_int("widths[i]", w, 1)
+    check_int("steps", steps, 1)
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
     loss = loss or nn.functional.cross_entropy

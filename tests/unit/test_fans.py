@@ -85,7 +85,7 @@ def test_fans_bad_input():
         I.fans(nn.ReLU())
     with pytest.raises(TypeError, match="tensor must be a torch.Tensor"):
         I.fan_in_and_fan_out([[1.0]])
-    with pytest.raises(ValueError, match="groups must be a positive int"):
+    with pytest.raises(ValueError, match="groups must be an int >= 1"):
         I.fan_in_and_fan_out(torch.empty(4, 2, 3), groups=0)
     with pytest.raises(ValueError, match="groups=3 must divide"):
         I.fan_in_and_fan_out(torch.empty(4, 2, 3), groups=3)
