@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import shutil
 import tempfile
 import warnings
 import zipfile
@@ -33,14 +32,7 @@ from typing import Any
 import nbformat
 from _notebooks import FIXTURES, apply_fixture, solved
 
-from initlab.grading import (
-    autograder_zip,
-    build_chapter,
-    masters,
-    repo_root,
-    student_notebook,
-    up_to_date,
-)
+from initlab.grading import autograder_zip, masters, student_notebook
 
 MISCONCEPTIONS = FIXTURES / "misconceptions"
 _EXPECT = re.compile(r"#\s*expect:\s*(q\d+)\s+score\s+([\d.]+)\s+of\s+([\d.]+)\s*$")
@@ -100,20 +92,9 @@ def fixture_sets() -> dict[str, list[Path]]:
     return out
 
 
-def test_sources(chapter: str, scratch: Path) -> dict[str, str]:
-    """The set's otter test files (``tests/qN.py``) from its autograder bundle.
-
-    Uses ``exercises/_autograder/<set>/autograder.zip`` when it was built from the current
-    master; otherwise builds the bundle into ``scratch`` (the repository is not touched).
-    """
-    zip_path = autograder_zip(chapter)
-    if not up_to_date(chapter, masters()[chapter], repo_root()):
-        master = masters()[chapter]
-        root = scratch / chapter
-        (root / "exercises").mkdir(parents=True)
-        shutil.copy(master, root / "exercises" / master.name)
-        _, zip_path = build_chapter(chapter, root / "exercises" / master.name, root / "out")
-    with zipfile.ZipFile(zip_path) as zf:
+def test_sources(chapter: str, root: Path) -> dict[str, str]:
+    """The set's otter test files (``tests/qN.py``) from its autograder bundle under ``root``."""
+    with zipfile.ZipFile(autograder_zip(chapter, root)) as zf:
         return {
             Path(n).stem: zf.read(n).decode()
             for n in zf.namelist()
@@ -197,12 +178,13 @@ class SetRun:
     fixtures: dict[str, tuple[Fixture, dict[str, QuestionResult], list[str]]]
 
 
-def run_set(chapter: str) -> SetRun:
-    """Grade the solved notebook and every misconception fixture of ``chapter``."""
+def run_set(chapter: str, root: Path) -> SetRun:
+    """Grade the solved notebook and every misconception fixture of ``chapter`` with the
+    tests of the bundle built under ``root``."""
     master = masters()[chapter]
     student = student_notebook(chapter)
     with tempfile.TemporaryDirectory(prefix="initlab-misc-") as tmp:
-        sources = test_sources(chapter, Path(tmp))
+        sources = test_sources(chapter, root)
         base_nb = solved(student, master)
         base_ns, base_errors = execute(base_nb)
         baseline = run_tests(sources, base_ns)

@@ -28,7 +28,6 @@ from _notebooks import FIXTURES, apply_fixture, master_solutions, solved
 from initlab.grading import (
     Grade,
     LeakError,
-    build,
     check_no_leaks,
     csv_cell,
     csv_text,
@@ -88,17 +87,6 @@ def sandbox() -> None:
         if _truthy("INITLAB_REQUIRE_SANDBOX"):
             pytest.fail(f"{msg}. INITLAB_REQUIRE_SANDBOX=1 forbids skipping them.", pytrace=False)
         pytest.skip(msg)
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh build of every master in a scratch root (the repository's files are untouched)."""
-    root = tmp_path_factory.mktemp("root")
-    (root / "exercises").mkdir()
-    for master in masters().values():
-        shutil.copy(master, root / "exercises" / master.name)
-    assert build(root=root) == 0
-    return root
 
 
 def _bundle(root: Path, chapter: str = CHAPTER) -> Path:

@@ -7,6 +7,8 @@ applied is executed in-process and graded with the set's otter test files, as th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from _misconceptions import SetRun, fixture_sets, run_set
 
@@ -39,8 +41,8 @@ SECRETS: dict[str, dict[str, list[str]]] = {
 
 
 @pytest.fixture(scope="module", params=SETS)
-def graded(request: pytest.FixtureRequest) -> tuple[str, SetRun]:
-    return request.param, run_set(request.param)
+def graded(request: pytest.FixtureRequest, built: Path) -> tuple[str, SetRun]:
+    return request.param, run_set(request.param, built)
 
 
 def test_every_set_has_three_misconceptions() -> None:

@@ -1,7 +1,9 @@
 """``python -m initlab.grading build``: student notebooks and autograder bundles from masters.
 
 For each master ``exercises/<chapter>.ipynb`` (otter-assign format) this runs Otter Assign
-(which also grades the solutions and fails unless they get full marks), then writes
+(which also grades the solutions and fails unless they get full marks; ``run_tests=False``
+skips that, for callers that check the masters themselves, as the test suite does), then
+writes
 
 * ``chapters/<chapter>/exercises.ipynb``: the student notebook, normalised so that a rebuild is
   byte-identical (cell ids derived from index and content, no outputs, no execution counts,
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -35,13 +38,15 @@ class LeakError(RuntimeError):
     """A generated student notebook contains solution or hidden-test text."""
 
 
-def _run_assign(master: Path, out: Path) -> tuple[Path, Path, Path]:
+def _run_assign(master: Path, out: Path, run_tests: bool = True) -> tuple[Path, Path, Path]:
     """Run Otter Assign in a child process; return (student nb, autograder nb, autograder zip).
 
     A child process keeps otter's import-time warnings and its never-closed logging socket out
     of the caller (pytest runs with warnings as errors).
     """
     cmd = [sys.executable, "-m", "otter", "assign", "--no-pdfs", str(master), str(out)]
+    if not run_tests:
+        cmd.insert(4, "--no-run-tests")
     env = {**os.environ, "INITLAB_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -103,10 +108,14 @@ def normalise(
 
 
 def build_chapter(
-    chapter: str, master: Path, out_dir: Path, student_name: str = STUDENT_NOTEBOOK
+    chapter: str,
+    master: Path,
+    out_dir: Path,
+    student_name: str = STUDENT_NOTEBOOK,
+    run_tests: bool = True,
 ) -> tuple[str, Path]:
     """Build one chapter into ``out_dir``; return (student notebook text, autograder zip path)."""
-    stu, _ag_nb, zip_path = _run_assign(master, out_dir)
+    stu, _ag_nb, zip_path = _run_assign(master, out_dir, run_tests)
     student = nbformat.read(stu, as_version=4)
     check_no_leaks(student, nbformat.read(master, as_version=4))
     add_setup_cell(student, launch_settings(), student_name)  # Colab setup cell, first
@@ -150,11 +159,15 @@ def build(
     check: bool = False,
     root: Path | None = None,
     force: bool = False,
+    run_tests: bool = True,
+    jobs: int | None = None,
 ) -> int:
     """Build every (or the named) chapter; with ``check`` only compare. Return an exit code.
 
     A chapter whose master (and this package) did not change since its last build here, and
-    whose student notebook and bundle exist, is skipped unless ``force`` or ``check``.
+    whose student notebook and bundle exist, is skipped unless ``force`` or ``check``. Up to
+    ``jobs`` (default: the number of CPUs) chapters run Otter Assign at once; the files are
+    written, and the report printed, in chapter order.
     """
     root = root or repo_root()
     found = masters(root)
@@ -162,33 +175,51 @@ def build(
     unknown = [c for c in wanted if c not in found]
     if unknown:
         raise ValueError(f"chapters {unknown} have no master in exercises/; known: {list(found)}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    todo = [c for c in wanted if check or force or not up_to_date(c, found[c], root)]
+    with tempfile.TemporaryDirectory(prefix="initlab-build-") as tmp:
+
+        def assign(chapter: str) -> tuple[str, Path]:
+            name = student_notebook(chapter, root).name
+            out = Path(tmp) / chapter
+            return build_chapter(chapter, found[chapter], out, name, run_tests)
+
+        workers = max(1, min(len(todo), jobs or os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            built = dict(zip(todo, pool.map(assign, todo), strict=True))
+        return _write(wanted, built, check, root)
+
+
+def _write(wanted: list[str], built: dict[str, tuple[str, Path]], check: bool, root: Path) -> int:
+    """Write (or, with ``check``, compare) what ``build`` made, in chapter order."""
+    found = masters(root)
     status = 0
     for chapter in wanted:
-        if not (check or force) and up_to_date(chapter, found[chapter], root):
+        if chapter not in built:
             print(f"{chapter}: up to date ({student_notebook(chapter, root).relative_to(root)})")
             continue
-        with tempfile.TemporaryDirectory(prefix=f"initlab-build-{chapter}-") as tmp:
-            target = student_notebook(chapter, root)
-            text, zip_path = build_chapter(chapter, found[chapter], Path(tmp) / "out", target.name)
-            if check:
-                same = target.is_file() and target.read_text(encoding="utf-8") == text
-                print(f"{chapter}: {'up to date' if same else 'OUT OF DATE'} ({target})")
-                status |= 0 if same else 1
-                bundle = autograder_zip(chapter, root)
-                if bundle.exists() and not bundle_digest_ok(chapter, root):
-                    print(
-                        f"{chapter}: MODIFIED BUNDLE ({bundle} does not match the hash build recorded)"
-                    )
-                    status |= 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+        target = student_notebook(chapter, root)
+        text, zip_path = built[chapter]
+        if check:
+            same = target.is_file() and target.read_text(encoding="utf-8") == text
+            print(f"{chapter}: {'up to date' if same else 'OUT OF DATE'} ({target})")
+            status |= 0 if same else 1
             bundle = autograder_zip(chapter, root)
-            bundle.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(zip_path, bundle)
-            digest_of_bundle = hashlib.sha256(bundle.read_bytes()).hexdigest()
-            _bundle_stamp(chapter, root).write_text(digest_of_bundle + "\n")
-            stamp, digest = _stamp(chapter, found[chapter], root)
-            stamp.write_text(digest + "\n")
-            print(f"{chapter}: wrote {target.relative_to(root)} and {bundle.relative_to(root)}")
+            if bundle.exists() and not bundle_digest_ok(chapter, root):
+                print(
+                    f"{chapter}: MODIFIED BUNDLE ({bundle} does not match the hash build recorded)"
+                )
+                status |= 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        bundle = autograder_zip(chapter, root)
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(zip_path, bundle)
+        digest_of_bundle = hashlib.sha256(bundle.read_bytes()).hexdigest()
+        _bundle_stamp(chapter, root).write_text(digest_of_bundle + "\n")
+        stamp, digest = _stamp(chapter, found[chapter], root)
+        stamp.write_text(digest + "\n")
+        print(f"{chapter}: wrote {target.relative_to(root)} and {bundle.relative_to(root)}")
     return status

@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--force", action="store_true", help="rebuild even the masters that did not change"
     )
+    b.add_argument(
+        "--no-run-tests",
+        action="store_true",
+        help="do not grade the master's solutions while building (faster; the bundle is the "
+        "same, but a solution that fails its own tests is not caught)",
+    )
+    b.add_argument(
+        "--jobs", type=int, default=None, help="masters built at once (default: the CPUs)"
+    )
     g = sub.add_parser("grade", help="grade submissions into a CSV gradebook")
     g.add_argument("chapter", help="chapter folder name, e.g. 03_xavier")
     g.add_argument("submissions", nargs="+", type=Path, help="submitted .ipynb files")
@@ -76,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (grade: 0 iff every submission was graded)."""
     args = _parser().parse_args(argv)
     if args.command == "build":
-        return build(args.chapters or None, check=args.check, force=args.force)
+        return build(
+            args.chapters or None,
+            check=args.check,
+            force=args.force,
+            run_tests=not args.no_run_tests,
+            jobs=args.jobs,
+        )
     start = time.monotonic()
     try:
         grades = grade(
