@@ -1,17 +1,24 @@
 """Test-suite wiring: order of the stages, per-notebook durations, a once-per-session book build.
 
-Notebooks the book executes are executed once, in parallel, into the book's notebook cache
-(``scripts/build_book.py --execute-only``): each is one test item that fails with the
-notebook's traceback, in place of nbval's items, and the book build that follows finds
-them cached instead of executing them a second time. It checks what ``--nbval-lax`` checks
-(every cell runs; cells tagged ``raises-exception`` may raise), in the same kernel
-environment. The other notebooks (exercise masters, student notebooks) run through nbval.
-``INITLAB_NOTEBOOKS=nbval`` runs every notebook through nbval instead.
+Every notebook (the book's pages, the student exercise notebooks, the exercise masters) is
+executed once, in parallel, into the book's notebook cache (``scripts/build_book.py
+--execute-only``): each is one test item that fails with the notebook's traceback, in place
+of nbval's items, and the book build that follows finds its pages cached instead of
+executing them a second time. It checks what ``--nbval-lax`` checks (every cell runs; cells
+tagged ``raises-exception`` may raise), in the same kernel environment (:data:`KERNEL_ENV`
+of scripts/build_book.py). ``INITLAB_NOTEBOOKS=nbval`` runs every notebook through nbval
+instead.
+
+The execution starts in the background as soon as the tests are collected and runs while
+the stages before the notebooks (unit tests, the in-process misconception checks, the
+packaging checks: one core each) run on the other core; the notebook items wait for it.
+The stages with wall-clock limits (the sandboxed grading) run after it has finished.
 """
 
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,10 +35,11 @@ build_book.apply_kernel_env()  # the kernels' thread count and progress bars, se
 
 _STAGES = (
     "tests/unit",
-    "tests/grading",
+    "tests/grading/test_misconceptions.py",
     "tests/packaging",
     "chapters",
     "exercises",
+    "tests/grading",
     "tests/book",
     "tests/site",
 )
@@ -51,7 +59,7 @@ class BookNotebookFile(pytest.File):
 
 
 class BookNotebook(pytest.Item):
-    """A notebook the book executes, run once into the book's cache (see the docstring)."""
+    """A notebook, run once in the parallel execution (see the module docstring)."""
 
     def runtest(self) -> None:
         result = _book_execution(self.session)[self.path.relative_to(ROOT).as_posix()]
@@ -65,42 +73,73 @@ class BookNotebook(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, None, str]:
-        return self.path, None, f"{self.path.relative_to(ROOT)} (executed for the book)"
+        return self.path, None, f"{self.path.relative_to(ROOT)} (executed in parallel)"
 
 
 class NotebookFailed(Exception):
     pass
 
 
+def _start_execution(session: pytest.Session) -> None:
+    """Start executing every collected notebook, in the background (once per session)."""
+    if hasattr(session, "_initlab_execution"):
+        return
+    paths = sorted({item.path for item in session.items if isinstance(item, BookNotebook)})
+    tmp = tempfile.TemporaryDirectory(prefix="initlab-notebooks-")
+    out = Path(tmp.name) / "report.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--execute-only", str(out)]
+    with open(Path(tmp.name) / "log.txt", "w") as log:  # a file: a full pipe would block it
+        proc = subprocess.Popen(
+            [*cmd, *map(str, paths)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # killed as a group if the session ends early
+        )
+    session._initlab_execution = (proc, tmp, out)
+
+
 def _book_execution(session: pytest.Session) -> dict[str, dict]:
-    """Execute every collected book notebook once, in parallel; cached per session."""
+    """Wait for the parallel execution of the notebooks; its report, per notebook."""
     if not hasattr(session, "_initlab_book_report"):
-        paths = sorted({item.path for item in session.items if isinstance(item, BookNotebook)})
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "report.json"
-            proc = subprocess.run(
-                [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--execute-only",
-                 str(out), *map(str, paths)],
-                cwd=ROOT, text=True, capture_output=True,
-            )  # fmt: skip
+        _start_execution(session)
+        proc, tmp, out = session._initlab_execution
+        proc.wait()
+        try:
             if not out.exists():
-                pytest.fail(
-                    f"notebook execution failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-                )
+                log = (out.parent / "log.txt").read_text(errors="replace")
+                pytest.fail(f"notebook execution failed:\n{log[-8000:]}")
             session._initlab_book_report = json.loads(out.read_text())
+        finally:
+            tmp.cleanup()
     return session._initlab_book_report
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly and any(
+        isinstance(item, BookNotebook) for item in session.items
+    ):
+        _start_execution(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    proc, tmp, _ = getattr(session, "_initlab_execution", (None, None, None))
+    if proc is not None and proc.poll() is None:  # the session ended before the notebooks
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if tmp is not None:
+        tmp.cleanup()
 
 
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     if os.environ.get("INITLAB_NOTEBOOKS") != "nbval":
-        in_book = {p.resolve() for p in build_book.executed_notebooks()}
         kept: list[pytest.Item] = []
         replaced: set[Path] = set()
         for item in items:
             path = Path(str(item.fspath)).resolve()
-            if path in in_book and type(item).__module__.startswith("nbval"):
+            if type(item).__module__.startswith("nbval"):
                 if path not in replaced:
                     replaced.add(path)
                     book_file = BookNotebookFile.from_parent(item.parent.parent, path=path)

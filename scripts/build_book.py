@@ -6,9 +6,10 @@ tests. Two steps:
 1. Execute every notebook the book executes (the ``.ipynb`` files of ``_toc.yml`` minus
    ``execute.exclude_patterns`` of ``_config.yml``) into the notebook cache that myst-nb
    reads (jupyter-cache, ``_build/.jupyter_cache``), in parallel, with jupyter-cache's
-   ``local-parallel`` executor: one kernel per CPU, each on one thread (:data:`KERNEL_ENV`).
-   The executor runs each notebook exactly as myst-nb's cache mode would (the same
-   ``single_nb_execution``, working directory, timeout and ``allow_errors``).
+   ``local-parallel`` executor: one kernel per CPU, each on one thread (:data:`KERNEL_ENV`),
+   handed one notebook at a time (:class:`OneAtATime`). The executor runs each notebook
+   exactly as myst-nb's cache mode would (the same ``single_nb_execution``, working
+   directory, timeout and ``allow_errors``).
 2. Sphinx (``jupyter-book build -W``), which then finds every notebook in the cache and
    only renders. A notebook that failed in step 1 is not cached: Sphinx executes it again
    and reports its failing cell, exactly as without step 1.
@@ -154,6 +155,34 @@ def prepare_cache() -> None:
         STAMP.write_text(current + "\n")  # every entry cached from now on is for `current`
 
 
+def _one_at_a_time():
+    """jupyter-cache's ``local-parallel`` executor, handing each worker one notebook at a time.
+
+    Its ``pool.map`` hands out chunks of ceil(n / (4 * workers)) notebooks, so near the end
+    one worker can still hold several notebooks while the other cores idle; ``imap`` with
+    ``chunksize=1`` keeps every core busy until the last notebook starts.
+    """
+    import multiprocessing
+
+    from jupyter_cache.executors.base import ExecutorRunResult
+    from jupyter_cache.executors.basic import JupyterExecutorLocalMproc, ProcessData
+
+    class OneAtATime(JupyterExecutorLocalMproc):
+        def run_and_cache(self, *, filter_uris=None, filter_pks=None, timeout=30,
+                          allow_errors=False, force=False) -> ExecutorRunResult:  # fmt: skip
+            records = self.get_records(filter_uris, filter_pks, clear_tracebacks=True)
+            work = [ProcessData(r.pk, r.uri, self.cache, timeout, allow_errors) for r in records]
+            with multiprocessing.Pool() as pool:
+                results = list(pool.imap(self._EXECUTION_WORKER(), work, chunksize=1))
+            return ExecutorRunResult(
+                succeeded=[p for i, p in results if i == 0],
+                excepted=[p for i, p in results if i == 1],
+                errored=[p for i, p in results if i == 2],
+            )
+
+    return OneAtATime
+
+
 def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
     """Execute ``paths`` (default: :func:`executed_notebooks`) into the cache in parallel.
 
@@ -162,7 +191,6 @@ def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
     ``traceback`` (for ``"failed"``).
     """
     from jupyter_cache import get_cache
-    from jupyter_cache.executors import load_executor
 
     prepare_cache()
     apply_kernel_env()
@@ -175,7 +203,7 @@ def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
     before = {uri for uri in uris if cache.get_cached_project_nb(uri) is not None}
     logger = logging.getLogger("initlab.build_book")
     logger.setLevel(logging.WARNING)
-    executor = load_executor("local-parallel", cache=cache, logger=logger)
+    executor = _one_at_a_time()(cache=cache, logger=logger)
     result = executor.run_and_cache(
         filter_uris=uris,
         timeout=cfg.get("timeout", 30),
