@@ -508,14 +508,31 @@ def test_speed(graded) -> None:
 # --- every set, the wall-clock limit, --no-sandbox ----------------------------------------------
 
 
-@pytest.mark.parametrize("chapter", sorted(masters()))
-def test_every_master_solution_scores_full_marks_sandboxed(
-    sandbox: None, built: Path, chapter: str, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="session")
+def masters_graded(
+    sandbox: None, built: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Grade]:
+    """Every set's solved notebook, graded sandboxed: three sets at a time (each grade is
+    one submission, mostly one core, and partly waiting on its sandbox)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from initlab.grading import grade
 
-    sub = _notebook(tmp_path, f"solved-{chapter}", chapter=chapter)
-    (g,) = grade(chapter, [sub], out=tmp_path / "g.csv", root=built, call_timeout=30)
+    def one(chapter: str) -> Grade:
+        tmp = tmp_path_factory.mktemp(f"master-{chapter}")
+        sub = _notebook(tmp, f"solved-{chapter}", chapter=chapter)
+        (g,) = grade(chapter, [sub], out=tmp / "g.csv", root=built, call_timeout=30)
+        return g
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(sorted(masters()), pool.map(one, sorted(masters())), strict=True))
+
+
+@pytest.mark.parametrize("chapter", sorted(masters()))
+def test_every_master_solution_scores_full_marks_sandboxed(
+    masters_graded: dict[str, Grade], chapter: str
+) -> None:
+    g = masters_graded[chapter]
     assert g.status == "ok" and g.errors == [], g.errors
     assert g.total == g.possible > 0, (g.scores, g.feedback)
 

@@ -50,7 +50,8 @@ ETC = tuple(  # the parts of /etc a Python process reads (not /etc/shadow and th
 MEMORY_BYTES = 4 << 30
 TMP_BYTES = 256 << 20
 MAX_RESTARTS = 5
-BACKSTOP_S = 10.0  # added to the cell limit before the grader kills a silent driver
+BACKSTOP_S = 10.0  # at most this (and at most the cell limit again) before the grader kills
+# a driver that stays silent past the cell limit
 STARTUP_S = 120.0  # for the driver's imports (torch, IPython) on a loaded machine
 
 
@@ -370,7 +371,7 @@ class Session:
             current: int | None = None
             try:
                 while True:
-                    wait = STARTUP_S if current is None else self._cell_s() + BACKSTOP_S
+                    wait = STARTUP_S if current is None else self._hard_limit_s()
                     msg, _ = self._receive(time.monotonic() + wait)
                     if msg.get("ev") == "cell":
                         current = int(msg["i"])
@@ -395,7 +396,7 @@ class Session:
                     raise RuntimeError(f"the sandbox failed (exit {code}): {why}") from None
                 self.skip.add(current)
                 if isinstance(exc, TimeoutError):
-                    what = f"ran past {self._cell_s() + BACKSTOP_S:g} s and was skipped"
+                    what = f"ran past {self._hard_limit_s():g} s and was skipped"
                 else:
                     what = f"ended the process (exit {code}) and was skipped"
                 self.cell_errors[current] = f"{what}"
@@ -403,6 +404,11 @@ class Session:
 
     def _cell_s(self) -> int:
         return max(1, int(self.cell_timeout))
+
+    def _hard_limit_s(self) -> float:
+        """When a cell that ignored its interrupt is killed: the cell limit, then as long
+        again (at most :data:`BACKSTOP_S`) for the interrupt to take effect."""
+        return self._cell_s() + min(BACKSTOP_S, self._cell_s())
 
     # -- answers ---------------------------------------------------------------------------------------
 
