@@ -148,3 +148,20 @@ def test_figure_displays_as_png_in_ipython():
         assert "image/png" in data and len(data["image/png"]) > 1000
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_format_table_aligns_numbers_right_and_text_left():
+    text = plots.format_table(
+        ["net", "var", "n"], [["tanh, LeCun", 0.98765, 3], ["ReLU", np.float64(12.5), 10]]
+    )
+    head, rule, *body = text.splitlines()
+    assert head == "net            var   n" and rule == "-----------  -----  --"
+    assert body == ["tanh, LeCun  0.988   3", "ReLU          12.5  10"]
+    assert plots.format_table(["a"], [[float("nan")]]).splitlines()[-1] == "-"
+    assert plots.format_table(["x", "y"], [[1.23456, 2.0]], fmt=[".2f", ".1e"]).endswith(
+        "1.23  2.0e+00"
+    )
+    with pytest.raises(ValueError, match="one per column"):
+        plots.format_table(["a", "b"], [[1, 2]], fmt=[".3g"])
+    with pytest.raises(ValueError, match="every row must have 2 cells"):
+        plots.format_table(["a", "b"], [[1, 2, 3]])

@@ -32,13 +32,13 @@ from ._build import (
     check_no_leaks,
     up_to_date,
 )
+from ._bwrap import sandbox_self_test
 from ._grade import (
     Grade,
     csv_cell,
     csv_text,
     feedback_json,
     grade,
-    sandbox_self_test,
     verified_bundle,
 )
 from ._paths import autograder_zip, masters, repo_root, student_notebook

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from ._build import build
+from ._bwrap import SandboxUnavailable
 from ._grade import grade
-from ._session import SandboxUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:

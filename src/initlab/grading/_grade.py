@@ -33,16 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from . import _protocol as P
+from ._bwrap import NO_SANDBOX_HELP, sandbox_self_test
 from ._paths import STUDENT_NOTEBOOK, autograder_zip, masters, repo_root
 
-NO_SANDBOX_HELP = (
-    "cannot make a sandbox for the submissions: {why}.\n"
-    "Grading runs every submission under bubblewrap (Linux; Debian/Ubuntu: apt install "
-    "bubblewrap; it needs unprivileged user namespaces). Options: grade on a Linux machine "
-    "with bubblewrap, or use otter-grader's Docker-based grading (otter grade), or pass "
-    "--no-sandbox to run submissions as plain processes, which only makes sense for "
-    "submissions you trust (every row then says 'unsandboxed')."
-)
 MESSAGE_LIMIT = 300
 
 
@@ -305,33 +298,6 @@ def csv_text(grades: list[Grade], questions: list[str]) -> str:
 # --- the command ----------------------------------------------------------------------------------
 
 
-def sandbox_self_test() -> str | None:
-    """``None`` if a bubblewrap sandbox can start the driver's imports here, else why not."""
-    import subprocess
-    import sys
-
-    from ._session import SandboxUnavailable, _env, _limits, bwrap_command, find_bwrap
-
-    bwrap = find_bwrap()
-    if bwrap is None:
-        return "bwrap (bubblewrap) is not installed"
-    try:
-        with tempfile.TemporaryFile() as f:
-            cmd = bwrap_command(bwrap, None, f.fileno(), "self-test.ipynb")
-            for k, v in _env().items():
-                cmd += ["--setenv", k, v]
-            probe = "import importlib.util as u; assert u.find_spec('initlab'), 'no initlab'"
-            cmd += [sys.executable, "-I", "-c", probe]
-            proc = subprocess.run(
-                cmd, capture_output=True, pass_fds=[f.fileno()], preexec_fn=_limits, timeout=60
-            )
-    except (SandboxUnavailable, OSError, subprocess.SubprocessError) as exc:
-        return P.short(str(exc), 300)
-    if proc.returncode != 0:
-        return P.short(proc.stderr.decode(errors="replace") or f"exit {proc.returncode}", 300)
-    return None
-
-
 def verified_bundle(chapter: str, root: Path) -> bytes:
     """The chapter's bundle bytes, after checking them against the hash ``build`` recorded.
 
@@ -369,10 +335,10 @@ def grade(
 ) -> list[Grade]:
     """Grade ``submissions`` for ``chapter``; write the CSV (and feedback files); return grades.
 
-    Raises :class:`~initlab.grading._session.SandboxUnavailable` if ``sandbox`` and no
+    Raises :class:`~initlab.grading._bwrap.SandboxUnavailable` if ``sandbox`` and no
     bubblewrap sandbox can be made here.
     """
-    from ._session import SandboxUnavailable
+    from ._bwrap import SandboxUnavailable
 
     root = root or repo_root()
     if chapter not in masters(root):

@@ -25,21 +25,32 @@ from typing import Any
 import numpy
 import torch
 
+from ._experiments import (  # noqa: F401  (the tests call them as checks.<name>)
+    leaky_relu_growth,
+    log_product_norms,
+    mean_log_product_norm,
+    mean_square_product_norm,
+    relu_bias_second_moment,
+    relu_variance_ratio,
+    residual_growth,
+    tanh_chi1_measured,
+    tanh_variance_ratio,
+)
+
 _float, _abs, _len, _sorted, _range = float, abs, len, sorted, range
 _max, _min, _isinstance, _getattr, _bool = max, min, isinstance, getattr, bool
 _exp, _sqrt, _isfinite = math.exp, math.sqrt, math.isfinite
 _Tensor = torch.Tensor
 _tolist, _item, _numel = torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.numel
-_reshape, _randn, _matmul, _tanh = torch.reshape, torch.randn, torch.matmul, torch.tanh
-_transpose, _mean, _mul, _empty = torch.transpose, torch.mean, torch.mul, torch.empty
-_no_grad, _Generator = torch.no_grad, torch.Generator
-_type, _repr, _tuple, _int, _erfc, _log = type, repr, tuple, int, math.erfc, math.log
-_dtype, _finfo, _torch_bool, _relu = torch.dtype, torch.finfo, torch.bool, torch.relu
+_reshape, _empty, _no_grad = torch.reshape, torch.empty, torch.no_grad
+# bound for the exercise tests, which draw their own inputs with them (C._randn, ...)
+_randn, _matmul, _transpose, _mean = torch.randn, torch.matmul, torch.transpose, torch.mean
+_mul, _Generator = torch.mul, torch.Generator
+_type, _repr, _tuple, _int, _erfc = type, repr, tuple, int, math.erfc
+_dtype, _finfo, _torch_bool = torch.dtype, torch.finfo, torch.bool
 _ndarray, _np_generic = numpy.ndarray, numpy.generic
 _np_floating, _np_integer, _np_finfo = numpy.floating, numpy.integer, numpy.finfo
 _EPS64 = 2.0**-52
-_norm, _zeros, _float64 = torch.linalg.vector_norm, torch.zeros, torch.float64
-_add, _div, _log_t, _sum = torch.add, torch.div, torch.log, sum
 _sha256 = hashlib.sha256
 
 
@@ -251,91 +262,6 @@ def ks_two_sample(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
 
 
-def _second_moment_ratio(
-    phi: Any, std: float, width: int, depth: int, batch: int, seed: int, input_std: float = 1.0
-) -> float:
-    """E[z^2] of layer ``depth``'s pre-activations over layer 1's in a fresh square MLP.
-
-    ``z^(1) = W^(1) x`` with ``x ~ N(0, input_std^2)`` (``batch`` inputs), ``z^(l) =
-    W^(l) phi(z^(l-1))``, weights i.i.d. ``N(0, std^2)``, no bias; one generator seeded with
-    ``seed`` draws the inputs, then each layer's weights in turn.
-    """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        h = _mul(_randn((batch, width), generator=g), input_std)
-        first = last = 0.0
-        for layer in _range(depth):
-            w = _mul(_randn((width, width), generator=g), std)
-            z = _matmul(h, _transpose(w, 0, 1))
-            last = _item(_mean(_mul(z, z)))
-            if layer == 0:
-                first = last
-            h = phi(z)
-    return last / first
-
-
-def tanh_variance_ratio(
-    sigma: float,
-    width: int = 256,
-    depth: int = 20,
-    gamma2: float = 0.01,
-    batch: int = 1024,
-    seed: int = 0,
-) -> float:
-    """Var[pre-activation of layer ``depth``] / Var[pre-activation of layer 1] in a tanh MLP.
-
-    Inputs x ~ N(0, gamma2) (``batch`` of them), weights N(0, sigma^2), no bias, square layers of
-    ``width``; the net is fresh for every ``seed``.
-    """
-    return _second_moment_ratio(_tanh, sigma, width, depth, batch, seed, _sqrt(gamma2))
-
-
-def relu_variance_ratio(
-    sigma: float, width: int = 256, depth: int = 10, batch: int = 1024, seed: int = 0
-) -> float:
-    """E[z^2] of the pre-activations of layer ``depth`` over that of layer 1 in a ReLU MLP.
-
-    Inputs x ~ N(0, 1), weights N(0, sigma^2), no bias, square layers of ``width``,
-    ``z^(l) = W^(l) relu(z^(l-1))`` (layer 1 takes x itself); fresh net for every ``seed``.
-    """
-    return _second_moment_ratio(_relu, sigma, width, depth, batch, seed)
-
-
-def log_product_norms(n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0) -> list[float]:
-    """``log ||M_k ... M_1 v||`` for ``runs`` independent products (a list of floats).
-
-    ``M_j`` are n x n with i.i.d. N(0, sigma^2) entries, ``v`` a unit vector; the vector is
-    renormalised after every factor (the logs add up), so long products neither over- nor
-    underflow. Computed in float64.
-    """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        v = _zeros((runs, n, 1), dtype=_float64)
-        v[:, 0, 0] = 1.0
-        total = _zeros((runs,), dtype=_float64)
-        for _ in _range(k):
-            m = _mul(_randn((runs, n, n), generator=g, dtype=_float64), sigma)
-            v = _matmul(m, v)
-            norms = _norm(v, dim=(1, 2))
-            total = _add(total, _log_t(norms))
-            v = _div(v, _reshape(norms, (runs, 1, 1)))
-    return _tolist(total)
-
-
-def mean_log_product_norm(n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0) -> float:
-    """Average of :func:`log_product_norms`: the typical growth of the product over k factors."""
-    logs = log_product_norms(n, sigma, k, runs, seed)
-    return _sum(logs) / _len(logs)
-
-
-def mean_square_product_norm(
-    n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0
-) -> float:
-    """Average of ``||M_k ... M_1 v||^2`` over ``runs`` products (see :func:`log_product_norms`)."""
-    logs = log_product_norms(n, sigma, k, runs, seed)
-    return _sum(_exp(2.0 * x) for x in logs) / _len(logs)
-
-
 def digest(answer: str) -> str:
     """First 8 hex digits of the SHA-256 of ``answer`` stripped and lower-cased.
 
@@ -346,13 +272,6 @@ def digest(answer: str) -> str:
         True
     """
     return _sha256(answer.strip().lower().encode()).hexdigest()[:8]
-
-
-# --- helpers for sets 04a/04b ---------------------------------------------------------------
-# Experiments that the 04a/04b tests run in the grader's process (never on a learner's code),
-# with torch functions bound at import like the helpers above.
-
-_log_float, _where, _relu_b = math.log, torch.where, torch.relu
 
 
 def truth(value: Any, name: str) -> bool:
@@ -374,100 +293,3 @@ def truth(value: Any, name: str) -> bool:
         value = value.item()
     assert _isinstance(value, _bool), bad
     return value
-
-
-def leaky_relu_growth(
-    slope: float,
-    sigma_w2: float,
-    width: int = 512,
-    depth: int = 20,
-    batch: int = 256,
-    seed: int = 0,
-) -> float:
-    """E[h^2] of layer ``depth`` over layer 1's in a leaky-ReLU MLP (a measured ratio).
-
-    ``h_1 = W_1 x`` with ``x ~ N(0, 1)`` (``batch`` inputs), ``h_{l+1} = W_{l+1} f(h_l)`` with
-    ``f`` the leaky ReLU of negative slope ``slope``, weights i.i.d. ``N(0, sigma_w2 / width)``,
-    square layers, no bias; a fresh network for every ``seed``.
-    """
-    std = _sqrt(sigma_w2 / width)
-    return _second_moment_ratio(
-        lambda z: _where(z > 0, z, _mul(z, slope)), std, width, depth, batch, seed
-    )
-
-
-def relu_bias_second_moment(
-    sigma_w2: float,
-    sigma_b2: float,
-    width: int = 512,
-    depth: int = 21,
-    batch: int = 128,
-    seed: int = 0,
-) -> float:
-    """Measured E[h_depth^2] of a ReLU MLP with random biases, started at E[h_1^2] = 1.
-
-    ``h_1 ~ N(0, 1)`` (``batch`` inputs of ``width``), ``h_{l+1} = W relu(h_l) + b`` with
-    ``W ~ N(0, sigma_w2 / width)`` and ``b ~ N(0, sigma_b2)`` fresh in every layer.
-    """
-    g = _Generator().manual_seed(seed)
-    scale, bscale = _sqrt(sigma_w2 / width), _sqrt(sigma_b2)
-    with _no_grad():
-        h = _randn((batch, width), generator=g)
-        for _ in _range(depth - 1):
-            w = _mul(_randn((width, width), generator=g), scale)
-            b = _mul(_randn((width,), generator=g), bscale)
-            h = _matmul(_relu_b(h), _transpose(w, 0, 1)) + b
-        return _item(_mean(_mul(h, h)))
-
-
-def residual_growth(
-    s: float, blocks: int, q0: float = 1.0, width: int = 512, batch: int = 256, seed: int = 0
-) -> float:
-    """Measured E[x_L^2] after ``blocks`` residual blocks ``x + s W x`` started at E[x_0^2] = q0.
-
-    Each branch is one random linear layer ``W ~ N(0, 1/width)`` (variance preserving, zero-mean
-    weights independent of ``x``), fresh in every block.
-    """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        x = _mul(_randn((batch, width), generator=g), _sqrt(q0))
-        for _ in _range(blocks):
-            w = _mul(_randn((width, width), generator=g), _sqrt(1.0 / width))
-            x = x + _mul(_matmul(x, _transpose(w, 0, 1)), s)
-        return _item(_mean(_mul(x, x)))
-
-
-def tanh_chi1_measured(
-    sigma_w2: float,
-    sigma_b2: float,
-    width: int = 1024,
-    burn: int = 30,
-    depth: int = 30,
-    batch: int = 32,
-    seed: int = 0,
-) -> float:
-    """chi_1 of a wide tanh MLP, measured: the growth per layer of a small perturbation's norm.
-
-    Runs ``h_{l+1} = W tanh(h_l) + b`` (``W ~ N(0, sigma_w2 / width)``, ``b ~ N(0, sigma_b2)``)
-    for ``burn`` layers to reach the length map's fixed point, then pushes ``batch`` tangent
-    vectors ``u_{l+1} = W (tanh'(h_l) * u_l)`` through ``depth`` more layers and returns the
-    geometric mean over layers of ``sum |u_{l+1}|^2 / sum |u_l|^2``. No autograd.
-    """
-    g = _Generator().manual_seed(seed)
-    scale, bscale = _sqrt(sigma_w2 / width), _sqrt(sigma_b2)
-    total = 0.0
-    with _no_grad():
-        h = _randn((batch, width), generator=g)
-        u = _randn((batch, width), generator=g)
-        for layer in _range(burn + depth):
-            w = _transpose(_mul(_randn((width, width), generator=g), scale), 0, 1)
-            b = _mul(_randn((width,), generator=g), bscale)
-            t = _tanh(h)
-            before = _item(_mean(_mul(u, u)))
-            u = _matmul(_mul(u, 1.0 - _mul(t, t)), w)
-            after = _item(_mean(_mul(u, u)))
-            h = _matmul(t, w) + b
-            u = _mul(u, 1.0 / _sqrt(after))
-            if layer >= burn:
-                total += _log_float(after / before)
-    return _exp(total / depth)
