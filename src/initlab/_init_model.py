@@ -50,6 +50,7 @@ def init_model_(
     generator: torch.Generator | None = None,
     *,
     scale: float = 1.0,
+    bias_std: float = 0.0,
 ) -> InitSummary:
     r"""Initialise every ``Linear``/``Conv*``/``ConvTranspose*`` weight of ``model`` in place.
 
@@ -83,6 +84,12 @@ def init_model_(
         scale: a factor (> 0) on every weight's standard deviation, e.g. ``3 ** -0.5`` with
             ``"lecun_uniform"`` for PyTorch's default :math:`\mathcal{U}(-1/\sqrt{n_{in}},
             1/\sqrt{n_{in}})` (variance :math:`1/(3 n_{in})`)
+        bias_std: with ``bias_std > 0`` every bias is drawn from
+            :math:`\mathcal{N}(\text{bias}, \text{bias\_std}^2)` right after its layer's weight,
+            from the same generator. The mean-field networks of Poole et al. (2016) and
+            Schoenholz et al. (2017), :math:`W_{ij} \sim \mathcal{N}(0, \sigma_w^2/n_{in})`,
+            :math:`b_i \sim \mathcal{N}(0, \sigma_b^2)`, are
+            ``init_model_(net, "lecun_normal", scale=sigma_w2 ** 0.5, bias_std=sigma_b2 ** 0.5)``
 
     Returns:
         An :class:`InitSummary` (prints as a table): name, shape, fan_in, fan_out, target std.
@@ -102,6 +109,9 @@ def init_model_(
     if bias is not None:
         check_real("bias", bias)
     scale = check_positive("scale", scale, finite=True)
+    bias_std = check_positive("bias_std", bias_std, allow_zero=True, finite=True)
+    if bias is None and bias_std > 0:
+        raise ValueError("bias_std > 0 draws the biases around `bias`: pass a number, not None")
     mode, distribution, uses_gain = SCHEMES[scheme]
     if nonlinearity is None and scheme.startswith("kaiming"):
         nonlinearity = "relu"
@@ -127,6 +137,9 @@ def init_model_(
             std = init_layer_(m, gain * scale, mode, distribution, generator)
         if bias is not None and m.bias is not None:
             with torch.no_grad():
-                m.bias.fill_(float(bias))
+                if bias_std > 0:
+                    m.bias.normal_(float(bias), bias_std, generator=generator)
+                else:
+                    m.bias.fill_(float(bias))
         summary.append(LayerInit(name, tuple(w.shape), fan_in, fan_out, std))
     return summary

@@ -19,14 +19,15 @@ def _fmt(v: Any, spec: str) -> str:
 def format_table(
     header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str | Sequence[str] = ".3g"
 ) -> str:
-    """Return a plain-text table: right-aligned columns, a rule under the header.
+    """Return a plain-text table: a rule under the header, numbers right-aligned, and columns
+    that hold only text (``str`` in every row) left-aligned.
 
-    Floats are formatted with ``fmt`` (one format spec for every column, or one per column;
-    NaN prints as ``-``); everything else with ``str``.
+    Floats (NumPy's included) are formatted with ``fmt`` (one format spec for every column, or
+    one per column; NaN prints as ``-``); everything else with ``str``.
 
     Example:
         >>> print(format_table(["layer", "var"], [["linear1", 0.98765], ["linear2", 1.5]]))
-          layer    var
+        layer      var
         -------  -----
         linear1  0.988
         linear2    1.5
@@ -34,10 +35,19 @@ def format_table(
     specs = [fmt] * len(header) if isinstance(fmt, str) else list(fmt)
     if len(specs) != len(header):
         raise ValueError(f"fmt must be one format or one per column ({len(header)}), got {fmt!r}")
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"every row must have {len(header)} cells, like the header")
+    left = [bool(rows) and all(isinstance(row[i], str) for row in rows) for i in range(len(header))]
     cells = [list(map(str, header))]
     cells += [[_fmt(v, s) for v, s in zip(row, specs, strict=True)] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if lt else c.rjust(w) for c, w, lt in zip(r, widths, left, strict=True)
+        ).rstrip()
+
+    lines = [line(r) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -255,6 +255,36 @@ def test_init_model_scale_gives_torch_default_variance():
     assert abs(w.var().item() * 3 * 400 - 1) < 5 * math.sqrt(0.8 / w.numel())
 
 
+def test_init_model_bias_std_is_the_mean_field_init():
+    """lecun_normal with scale = sigma_w and bias_std = sigma_b draws, layer by layer, what
+    chapters 3 and 4 wrote by hand: W ~ N(0, sigma_w2 / fan_in), then b ~ N(0, sigma_b2)."""
+    sw2, sb2 = 1.76, 0.05
+    nets = [mlp(32, 64, 3, 10, activation="tanh") for _ in range(2)]
+    gen = torch.Generator().manual_seed(4)
+    for layer in nets[0].modules():
+        if isinstance(layer, nn.Linear):
+            I.variance_scaling_(layer.weight, sw2, "fan_in", "normal", generator=gen)
+            I.normal_(layer.bias, 0.0, math.sqrt(sb2), generator=gen)
+    I.init_model_(
+        nets[1], "lecun_normal", scale=math.sqrt(sw2), bias_std=math.sqrt(sb2),
+        generator=torch.Generator().manual_seed(4),
+    )  # fmt: skip
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=0.0)  # the std rounds differently
+    big = nn.Linear(10, 20_000)
+    I.init_model_(big, bias=0.5, bias_std=2.0, generator=torch.Generator().manual_seed(0))
+    b = big.bias.double()
+    # mean and variance of 20000 normal draws: 5 standard errors
+    assert abs(b.mean().item() - 0.5) < 5 * 2.0 / math.sqrt(b.numel())
+    assert abs(b.var().item() / 4.0 - 1) < 5 * math.sqrt(2 / (b.numel() - 1))
+    with pytest.raises(ValueError, match="bias_std"):
+        I.init_model_(mlp(2, 4, 1, 2), bias=None, bias_std=0.1)
+    with pytest.raises(ValueError, match="bias_std"):
+        I.init_model_(mlp(2, 4, 1, 2), bias_std=-0.1)
+    with pytest.raises(TypeError, match="bias_std"):
+        I.init_model_(mlp(2, 4, 1, 2), bias_std="0.1")
+
+
 # ------------------------------------------------------------------ residual_init_
 def _by_hand(net, gen):
     """The recipe as chapter 4's notebooks write it out."""
