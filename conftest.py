@@ -1,18 +1,22 @@
 """Test-suite wiring: order of the stages, per-notebook durations, a once-per-session book build.
 
-Every notebook (the book's pages, the student exercise notebooks, the exercise masters) is
-executed once, in parallel, into the book's notebook cache (``scripts/build_book.py
+Every notebook of the book (its pages and the student exercise notebooks) is executed once,
+in parallel, into the book's notebook cache (``scripts/build_book.py
 --execute-only``): each is one test item that fails with the notebook's traceback, in place
 of nbval's items, and the book build that follows finds its pages cached instead of
 executing them a second time. It checks what ``--nbval-lax`` checks (every cell runs; cells
 tagged ``raises-exception`` may raise), in the same kernel environment (:data:`KERNEL_ENV`
 of scripts/build_book.py). ``INITLAB_NOTEBOOKS=nbval`` runs every notebook through nbval
-instead.
+instead. The exercise masters (``exercises/``) are not executed as notebooks: their solutions
+are graded instead, with the tests of their bundles, sandboxed (tests/grading/test_grading.py,
+full marks for every set) and in-process (test_misconceptions.py), which runs every cell of
+the solved notebook and every test, public and hidden.
 
 The execution starts in the background as soon as the tests are collected and runs while
 the stages before the notebooks (unit tests, the in-process misconception checks, the
-packaging checks: one core each) run on the other core; the notebook items wait for it.
-The stages with wall-clock limits (the sandboxed grading) run after it has finished.
+packaging checks) run; the notebook items wait for it. When it has finished, the book build
+(Sphinx, one core) starts in the background too, while the sandboxed grading runs; the book
+and site tests wait for it (``built_book``).
 """
 
 import importlib.util
@@ -38,7 +42,6 @@ _STAGES = (
     "tests/grading/test_misconceptions.py",
     "tests/packaging",
     "chapters",
-    "exercises",
     "tests/grading",
     "tests/book",
     "tests/site",
@@ -46,8 +49,12 @@ _STAGES = (
 _notebook_seconds: dict[str, float] = defaultdict(float)
 
 
+def _relpath(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+
+
 def _stage(item: pytest.Item) -> int:
-    rel = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+    rel = _relpath(item)
     return next((i for i, s in enumerate(_STAGES) if rel.startswith(s)), len(_STAGES))
 
 
@@ -112,7 +119,33 @@ def _book_execution(session: pytest.Session) -> dict[str, dict]:
             session._initlab_book_report = json.loads(out.read_text())
         finally:
             tmp.cleanup()
+        if _wants_book(session):
+            _start_book_build(session)
     return session._initlab_book_report
+
+
+def _wants_book(session: pytest.Session) -> bool:
+    """Whether a collected test needs the book built here (the site tests read
+    ``$INITLAB_SITE_DIR`` instead when it is set)."""
+    stages = ("tests/book",) if os.environ.get("INITLAB_SITE_DIR") else ("tests/book", "tests/site")
+    return any(_relpath(item).startswith(stages) for item in session.items)
+
+
+def _start_book_build(session: pytest.Session) -> None:
+    """Start ``scripts/build_book.py`` (warnings as errors) in the background, once."""
+    if hasattr(session, "_initlab_book_build"):
+        return
+    tmp = tempfile.TemporaryDirectory(prefix="initlab-book-")
+    log = Path(tmp.name) / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "build_book.py")],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    session._initlab_book_build = (proc, tmp, log)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -123,12 +156,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    proc, tmp, _ = getattr(session, "_initlab_execution", (None, None, None))
-    if proc is not None and proc.poll() is None:  # the session ended before the notebooks
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    if tmp is not None:
-        tmp.cleanup()
+    for attr in ("_initlab_execution", "_initlab_book_build"):
+        proc, tmp, _ = getattr(session, attr, (None, None, None))
+        if proc is not None and proc.poll() is None:  # the session ended before it did
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def pytest_collection_modifyitems(
@@ -173,16 +207,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def built_book() -> Path:
-    """Build the book once per session (warnings as errors) and return _build/html."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_book.py")],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-    )
+def built_book(request: pytest.FixtureRequest) -> Path:
+    """The book, built once per session (warnings as errors); returns _build/html. The build
+    usually started in the background when the notebooks had run (see the docstring)."""
+    session = request.session
+    _start_book_build(session)
+    proc, _, log = session._initlab_book_build
+    proc.wait()
     if proc.returncode != 0:
-        pytest.fail(
-            f"the book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}", pytrace=False
-        )
+        text = log.read_text(errors="replace")
+        pytest.fail(f"the book build failed:\n{text[-12000:]}", pytrace=False)
     return ROOT / "_build" / "html"

@@ -39,10 +39,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 from torch import nn
 
 from initlab._activations import resolve
@@ -58,6 +58,13 @@ from initlab._meanfield import (
 from initlab._quadrature import gauss_hermite_rule, gaussian_expectation
 from initlab._table import format_table
 from initlab.diagnostics import record
+
+
+def _brentq(*args: Any, **kwargs: Any) -> float:
+    from scipy.optimize import brentq  # imported when a root is wanted: it costs ~0.4 s
+
+    return brentq(*args, **kwargs)
+
 
 __all__ = [
     "Prediction",
@@ -217,7 +224,7 @@ def fixed_point(
             lo /= 2.0
             if lo < 1e-12 * q0:
                 return 0.0
-    return float(brentq(g, lo, hi, xtol=1e-14, rtol=1e-12))
+    return float(_brentq(g, lo, hi, xtol=1e-14, rtol=1e-12))
 
 
 def chi1(phi: str | Callable, sigma_w2: float, sigma_b2: float = 0.0) -> float:
@@ -263,7 +270,7 @@ def _correlation_chi(fn: Callable, sigma_w2: float, sigma_b2: float, q: float) -
     def cmap(c: float) -> float:
         return (sigma_w2 * pair(c)[0] + sigma_b2) / q - c
 
-    c_star = brentq(cmap, -1.0, 1.0 - 1e-9, xtol=1e-12) if cmap(-1.0) * cmap(1 - 1e-9) < 0 else 0.0
+    c_star = _brentq(cmap, -1.0, 1.0 - 1e-9, xtol=1e-12) if cmap(-1.0) * cmap(1 - 1e-9) < 0 else 0.0
     return sigma_w2 * pair(c_star)[1]
 
 
@@ -315,7 +322,7 @@ def critical_sigma_w2(phi: str | Callable, sigma_b2: float = 0.0) -> float:
         lo, hi = lo / 2, lo
         if lo < 1e-6:
             raise ValueError(f"phi={phi!r}: chi1 stays above 1 for sigma_w2 down to 1e-6")
-    return float(brentq(h, lo, hi, xtol=1e-13, rtol=1e-12))
+    return float(_brentq(h, lo, hi, xtol=1e-13, rtol=1e-12))
 
 
 # -------------------------------------------------------------------- compare

@@ -2,8 +2,9 @@
 the built files that need no browser: launch buttons, previous/next, hidden solutions and
 hidden tests on exercise pages, the execution report.
 
-Pages come from _toc.yml (see conftest.py). A full-page screenshot of each is saved under
-``_build/screenshots/<page>.png``, next to the html folder, for review.
+Pages come from _toc.yml (see conftest.py). A screenshot of each page's first screen (what
+a reader sees on arrival, 1280 x 900) is saved under ``_build/screenshots/<page>.png``, next
+to the html folder, for review.
 """
 
 from __future__ import annotations
