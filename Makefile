@@ -13,7 +13,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 help:
 	@echo "make book   build the rendered book into _build/html (executes every notebook)"
-	@echo "make test   unit tests, exercises, every notebook (nbval), the book build and the site checks"
+	@echo "make test   unit tests, exercises and grading, every notebook, the book build and the site checks"
+	@echo "make exercises  student notebooks and autograder bundles from exercises/*.ipynb (commit the notebooks)"
 	@echo "make lab    JupyterLab in the course's environment"
 	@echo "make grade  CHAPTER=03_xavier SUBMISSIONS='dir/*.ipynb' [JOBS=2] -> grades.csv"
 

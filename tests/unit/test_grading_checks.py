@@ -65,6 +65,35 @@ def test_text_and_digest() -> None:
     assert C.digest(" He ") == C.digest("he") != C.digest("lecun")
 
 
+def test_ks_constants_are_what_the_docstring_derives() -> None:
+    """KS_ALPHA's critical value 3.272, and KS_MIN_SAMPLES >= ((3.272 + 1.950) / 0.0572)**2
+    (DKW with Massart's constant at 0.999; the Kolmogorov distances of the two impostors)."""
+    lo, hi = 2.0, 5.0  # the critical value: kolmogorov_sf(lam) = KS_ALPHA, by bisection
+    for _ in range(60):
+        lo, hi = (
+            (lo, (lo + hi) / 2)
+            if C.kolmogorov_sf((lo + hi) / 2) < C.KS_ALPHA
+            else ((lo + hi) / 2, hi)
+        )
+    lam = hi
+    assert round(lam, 3) == 3.272
+    assert 1.950 - 1e-3 < math.sqrt(math.log(2 / (1 - 0.999)) / 2) <= 1.950  # rounded up
+    dist = torch.distributions.Normal(0.0, 1.0)
+
+    def sup_gap(std: float, clamp: bool) -> float:  # sup |F_U(-1,1) - F_impostor| on a grid
+        x = torch.linspace(-1, 1, 200_001, dtype=torch.float64)
+        f = dist.cdf(x / std)
+        if clamp:  # a clamped normal jumps at -1 and 1: the gap there is its mass beyond 1
+            return max(
+                (f - (x + 1) / 2).abs().max().item(), 1 - dist.cdf(torch.tensor(1 / std)).item()
+            )
+        return (f - (x + 1) / 2).abs().max().item()
+
+    assert sup_gap(1 / math.sqrt(3), False) == pytest.approx(0.0572, abs=1e-4)
+    assert sup_gap(0.6470475, True) == pytest.approx(0.0611, abs=1e-4)
+    assert C.KS_MIN_SAMPLES >= math.ceil(((lam + 1.950) / 0.0572) ** 2) == 8336
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_ks_uniform_rejects_a_normal_with_the_same_variance_at_the_minimum_size(seed) -> None:
     g = torch.Generator().manual_seed(seed)
@@ -72,11 +101,11 @@ def test_ks_uniform_rejects_a_normal_with_the_same_variance_at_the_minimum_size(
     right = C.values(torch.rand(n, generator=g) * 2 - 1)
     normal = C.values(torch.randn(n, generator=g) / math.sqrt(3))
     clamped = C.values((torch.randn(n, generator=g) * 0.6470475).clamp(-1, 1))
-    assert C.ks_uniform(right, 1.0)[1] > 1e-4
-    assert C.ks_uniform(normal, 1.0)[1] <= 1e-4
-    assert C.ks_uniform(clamped, 1.0)[1] <= 1e-4
-    assert C.ks_normal(normal, 1 / math.sqrt(3))[1] > 1e-4
-    assert C.ks_normal(right, 1 / math.sqrt(3))[1] <= 1e-4
+    assert C.ks_uniform(right, 1.0)[1] > C.KS_ALPHA
+    assert C.ks_uniform(normal, 1.0)[1] <= C.KS_ALPHA
+    assert C.ks_uniform(clamped, 1.0)[1] <= C.KS_ALPHA
+    assert C.ks_normal(normal, 1 / math.sqrt(3))[1] > C.KS_ALPHA
+    assert C.ks_normal(right, 1 / math.sqrt(3))[1] <= C.KS_ALPHA
     assert C.ks_two_sample(right, normal)[1] < 1e-3
     other = C.values(torch.rand(n // 2, generator=g) * 2 - 1)
     assert C.ks_two_sample(right, other)[1] > 1e-4

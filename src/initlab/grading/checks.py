@@ -220,19 +220,24 @@ def ks_uniform(xs: list[float], a: float) -> tuple[float, float]:
     Stephens' small-sample correction, ``Q((sqrt(n) + 0.12 + 0.11 / sqrt(n)) D)`` (Numerical
     Recipes, 3rd ed., section 14.3.3).
 
-    Power: the test rejects at ``p <= 1e-4`` once ``sqrt(n) D > 2.226``. By the
-    Dvoretzky–Kiefer–Wolfowitz inequality (Massart's constant), ``sup |F_n - G| <= 1.950 /
-    sqrt(n)`` with probability >= 0.999 for samples from any distribution ``G``, so a ``G`` at
-    Kolmogorov distance ``delta`` from U(-a, a) is rejected with probability >= 0.999 when
-    ``sqrt(n) >= (2.226 + 1.950) / delta``. A normal with the uniform's variance ``a**2/3`` is at
-    ``delta = 0.0572``, a normal clamped to [-a, a] with that variance at ``0.0611``: ``n >=
-    5326`` samples reject both. :data:`KS_MIN_SAMPLES` is that bound, rounded up.
+    Significance: a test rejects at ``p <= KS_ALPHA`` (:data:`KS_ALPHA` = 1e-9), so a correct
+    sampler fails one test with probability 1e-9; an exercise set with six such tests wrongly
+    costs a correct answer a point in fewer than one in 10**8 submissions.
+
+    Power: ``p <= 1e-9`` once ``sqrt(n) D > 3.272``. By the Dvoretzky–Kiefer–Wolfowitz
+    inequality (Massart's constant), ``sup |F_n - G| <= 1.950 / sqrt(n)`` with probability
+    >= 0.999 for samples from any distribution ``G``, so a ``G`` at Kolmogorov distance
+    ``delta`` from U(-a, a) is rejected with probability >= 0.999 when ``sqrt(n) >= (3.272 +
+    1.950) / delta``. A normal with the uniform's variance ``a**2/3`` is at ``delta = 0.0572``,
+    a normal clamped to [-a, a] with that variance at ``0.0611``: ``n >= 8336`` samples reject
+    both. :data:`KS_MIN_SAMPLES` is that bound, rounded up.
     """
     assert a > 0
     return _ks(xs, lambda x: _min(1.0, _max(0.0, (x + a) / (2.0 * a))))
 
 
-KS_MIN_SAMPLES = 6000
+KS_ALPHA = 1e-9
+KS_MIN_SAMPLES = 9000
 
 
 def ks_normal(xs: list[float], std: float) -> tuple[float, float]:
