@@ -23,8 +23,10 @@ def _notebook(source: str) -> str:
     )
 
 
-def test_a_raising_or_warning_notebook_fails_the_build(tmp_path: Path) -> None:
-    book = tmp_path / "book"
+def start_build(tmp: Path) -> subprocess.Popen:
+    """Write a two-notebook book (one raises, one warns) under ``tmp`` and start building it
+    with the course's settings; the log goes to ``tmp / "log.txt"``."""
+    book = tmp / "book"
     book.mkdir()
     for name in ("_config.yml", "references.bib"):
         shutil.copy(ROOT / name, book / name)
@@ -37,12 +39,18 @@ def test_a_raising_or_warning_notebook_fails_the_build(tmp_path: Path) -> None:
     (book / "_toc.yml").write_text(
         "format: jb-book\nroot: intro\nchapters:\n  - file: a_warns\n  - file: b_raises\n"
     )
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "-n",
-         "--keep-going"],
-        capture_output=True, text=True, cwd=book,
-    )  # fmt: skip
-    log = proc.stdout + proc.stderr
+    with open(tmp / "log.txt", "w") as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "-n",
+             "--keep-going"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=book,
+        )  # fmt: skip
+
+
+def test_a_raising_or_warning_notebook_fails_the_build(tiny_book_build) -> None:
+    proc, tmp = tiny_book_build  # started in the background (tests/book/conftest.py)
+    proc.wait()
+    log = (tmp / "log.txt").read_text(errors="replace")
     assert proc.returncode != 0, log[-3000:]
     assert "b_raises.ipynb: WARNING: Executing notebook failed" in log, log[-3000:]
     assert "ZeroDivisionError" in log
