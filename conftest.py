@@ -12,9 +12,11 @@ are graded instead, with the tests of their bundles, sandboxed (tests/grading/te
 full marks for every set) and in-process (test_misconceptions.py), which runs every cell of
 the solved notebook and every test, public and hidden.
 
-The execution starts in the background as soon as the tests are collected and runs while
-the stages before the notebooks (unit tests, the in-process misconception checks, the
-packaging checks) run; the notebook items wait for it. When it has finished, the book build
+The execution starts in the background when the session starts (a plain ``pytest``, which
+collects every notebook under chapters/) or else once the tests are collected, and runs
+while the stages before the notebooks (unit tests, the in-process misconception checks, the
+packaging checks) run; the notebook items wait for it. The stages with wall-clock limits
+(the sandboxed grading) come after it. When it has finished, the book build
 (Sphinx, one core) starts in the background too, while the sandboxed grading runs; the book
 and site tests wait for it (``built_book``).
 """
