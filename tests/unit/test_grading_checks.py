@@ -120,3 +120,14 @@ def test_experiments_agree_with_their_theory() -> None:
     assert abs(C.mean_log_product_norm(4, 0.5, 50, runs=4000, seed=0) - 50 * rate) < 0.25
     msq = C.mean_square_product_norm(4, 1.0, 1, runs=20_000, seed=1)
     assert abs(msq / 4 - 1) < 6 * (2 / (4 * 20_000)) ** 0.5
+
+
+def test_experiments_remember_plain_number_arguments_only() -> None:
+    a = C.tanh_variance_ratio(0.1, width=32, depth=3, batch=64)
+    assert C.tanh_variance_ratio(0.1, width=32, depth=3, batch=64) == a  # remembered
+    fresh = C.tanh_variance_ratio.__wrapped__(0.1, width=32, depth=3, batch=64)
+    assert fresh == a  # the same seeded computation
+    assert C.tanh_variance_ratio(np.float64(0.1), width=32, depth=3, batch=64) == a  # computed
+    assert C.residual_growth(0.5, 2, width=16, batch=8) == C.residual_growth(
+        0.5, 2, width=16, batch=8
+    )

@@ -8,12 +8,14 @@ so a learner's later monkeypatching of torch or math does not change what it com
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-_range, _len, _sum = range, len, sum
+_range, _len, _sum, _type, _all, _tuple, _sorted = range, len, sum, type, all, tuple, sorted
 _exp, _sqrt, _log_float = math.exp, math.sqrt, math.log
 _tolist, _item = torch.Tensor.tolist, torch.Tensor.item
 _reshape, _randn, _matmul, _tanh = torch.reshape, torch.randn, torch.matmul, torch.tanh
@@ -33,6 +35,24 @@ __all__ = [
     "tanh_chi1_measured",
     "tanh_variance_ratio",
 ]
+
+
+def _memo(f: Callable[..., float]) -> Callable[..., float]:
+    """Remember a seeded experiment's result by its arguments: a grading worker runs the same
+    experiment for every submission that gives the same answer. Only plain ``int``/``float``
+    arguments are remembered; anything else is computed every time."""
+    cache: dict[Any, float] = {}
+
+    @functools.wraps(f)
+    def remembered(*args: Any, **kwargs: Any) -> float:
+        if not _all(_type(v) in (int, float) for v in (*args, *kwargs.values())):
+            return f(*args, **kwargs)
+        key = (args, _tuple(_sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = f(*args, **kwargs)
+        return cache[key]
+
+    return remembered
 
 
 def _second_moment_ratio(
@@ -58,6 +78,7 @@ def _second_moment_ratio(
     return last / first
 
 
+@_memo
 def tanh_variance_ratio(
     sigma: float,
     width: int = 256,
@@ -74,6 +95,7 @@ def tanh_variance_ratio(
     return _second_moment_ratio(_tanh, sigma, width, depth, batch, seed, _sqrt(gamma2))
 
 
+@_memo
 def relu_variance_ratio(
     sigma: float, width: int = 256, depth: int = 10, batch: int = 1024, seed: int = 0
 ) -> float:
@@ -106,12 +128,14 @@ def log_product_norms(n: int, sigma: float, k: int, runs: int = 4000, seed: int 
     return _tolist(total)
 
 
+@_memo
 def mean_log_product_norm(n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0) -> float:
     """Average of :func:`log_product_norms`: the typical growth of the product over k factors."""
     logs = log_product_norms(n, sigma, k, runs, seed)
     return _sum(logs) / _len(logs)
 
 
+@_memo
 def mean_square_product_norm(
     n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0
 ) -> float:
@@ -120,6 +144,7 @@ def mean_square_product_norm(
     return _sum(_exp(2.0 * x) for x in logs) / _len(logs)
 
 
+@_memo
 def leaky_relu_growth(
     slope: float,
     sigma_w2: float,
@@ -140,6 +165,7 @@ def leaky_relu_growth(
     )
 
 
+@_memo
 def relu_bias_second_moment(
     sigma_w2: float,
     sigma_b2: float,
@@ -164,6 +190,7 @@ def relu_bias_second_moment(
         return _item(_mean(_mul(h, h)))
 
 
+@_memo
 def residual_growth(
     s: float, blocks: int, q0: float = 1.0, width: int = 512, batch: int = 256, seed: int = 0
 ) -> float:
@@ -181,6 +208,7 @@ def residual_growth(
         return _item(_mean(_mul(x, x)))
 
 
+@_memo
 def tanh_chi1_measured(
     sigma_w2: float,
     sigma_b2: float,
