@@ -1,8 +1,8 @@
 """Benchmark: the whole book from an empty cache (`make book`) and `make test`, timed.
 
 Copies the repository (without .venv, _build, .git and generated autograder bundles) to a
-temporary folder, then runs there what `make book` runs: ``python -m initlab.grading build``
-(the student exercise notebooks) and ``scripts/build_book.py`` (every notebook executed,
+temporary folder, then runs there what `make book` runs: ``python -m initlab.grading build
+--no-run-tests`` (the student exercise notebooks) and ``scripts/build_book.py`` (every notebook executed,
 warnings as errors). With ``--tests`` it then times `make test` as CI runs it, in a fresh
 clone of the committed state with its own, warm ``.venv`` (``make setup`` first, not timed),
 from an empty notebook cache. Nothing in the working tree is touched; the book's copy
@@ -133,8 +133,11 @@ def _fresh_copy(dest: Path, source: Path) -> tuple[dict[str, str], int, str, flo
     print(f"copying {source} -> {dest} (without {', '.join(sorted(SKIP_TOP))})")
     copy_repo(dest, source)
     env = _env(dest)
-    rc_ex, log_ex, t_ex = run([sys.executable, "-m", "initlab.grading", "build"], dest, env)
-    print(f"exercises (python -m initlab.grading build): {t_ex:6.1f} s  exit {rc_ex}")
+    cmd = [sys.executable, "-m", "initlab.grading", "build", "--no-run-tests"]
+    rc_ex, log_ex, t_ex = run(cmd, dest, env)
+    print(
+        f"exercises (python -m initlab.grading build --no-run-tests): {t_ex:6.1f} s  exit {rc_ex}"
+    )
     return env, rc_ex, log_ex, t_ex
 
 

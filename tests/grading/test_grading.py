@@ -267,6 +267,16 @@ def test_rebuild_is_byte_identical_to_committed(built: Path, chapter: str) -> No
     )
 
 
+def test_a_build_without_graded_solutions_is_redone_by_one_with(built: Path) -> None:
+    """``built`` skipped otter's test run: a plain build skips it as up to date, a build that
+    grades the solutions (make exercises) does not."""
+    from initlab.grading import up_to_date
+
+    for chapter, master in masters(built).items():
+        assert up_to_date(chapter, master, built)
+        assert not up_to_date(chapter, master, built, tested=True)
+
+
 def test_student_notebook_has_stubs_checks_and_stable_ids() -> None:
     nb = nbformat.read(STUDENT, as_version=4)
     text = STUDENT.read_text(encoding="utf-8")

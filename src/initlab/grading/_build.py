@@ -164,14 +164,14 @@ def bundle_digest_ok(chapter: str, root: Path, data: bytes | None = None) -> boo
     return stamp.is_file() and stamp.read_text().strip() == hashlib.sha256(data).hexdigest()
 
 
-def up_to_date(chapter: str, master: Path, root: Path) -> bool:
+def up_to_date(chapter: str, master: Path, root: Path, tested: bool = False) -> bool:
+    """Whether the chapter was built here from this master and this package (and, with
+    ``tested``, by a build that graded the solutions)."""
     stamp, digest = _stamp(chapter, master, root)
-    return (
-        student_notebook(chapter, root).is_file()
-        and bundle_digest_ok(chapter, root)
-        and stamp.is_file()
-        and stamp.read_text().strip() == digest
-    )
+    if not (student_notebook(chapter, root).is_file() and bundle_digest_ok(chapter, root)):
+        return False
+    words = stamp.read_text().split() if stamp.is_file() else []
+    return words[:1] == [digest] and (not tested or words[1:] == ["tested"])
 
 
 def build(
@@ -185,7 +185,8 @@ def build(
     """Build every (or the named) chapter; with ``check`` only compare. Return an exit code.
 
     A chapter whose master (and this package) did not change since its last build here, and
-    whose student notebook and bundle exist, is skipped unless ``force`` or ``check``. Up to
+    whose student notebook and bundle exist, is skipped unless ``force`` or ``check`` (or
+    ``run_tests`` and its last build did not grade the solutions). Up to
     ``jobs`` (default: the number of CPUs) chapters run Otter Assign at once; the files are
     written, and the report printed, in chapter order.
     """
@@ -197,7 +198,7 @@ def build(
         raise ValueError(f"chapters {unknown} have no master in exercises/; known: {list(found)}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    todo = [c for c in wanted if check or force or not up_to_date(c, found[c], root)]
+    todo = [c for c in wanted if check or force or not up_to_date(c, found[c], root, run_tests)]
     workers = max(1, min(len(todo), jobs or os.cpu_count() or 1))
     groups = [todo[i::workers] for i in range(workers)]  # one otter process per group
     with tempfile.TemporaryDirectory(prefix="initlab-build-") as tmp:
@@ -211,10 +212,12 @@ def build(
                 for chapter, (stu, zip_path) in zip(group, made, strict=True):
                     name = student_notebook(chapter, root).name
                     built[chapter] = (_student_text(stu, found[chapter], name), zip_path)
-        return _write(wanted, built, check, root)
+        return _write(wanted, built, check, root, run_tests)
 
 
-def _write(wanted: list[str], built: dict[str, tuple[str, Path]], check: bool, root: Path) -> int:
+def _write(
+    wanted: list[str], built: dict[str, tuple[str, Path]], check: bool, root: Path, tested: bool
+) -> int:
     """Write (or, with ``check``, compare) what ``build`` made, in chapter order."""
     found = masters(root)
     status = 0
@@ -243,6 +246,6 @@ def _write(wanted: list[str], built: dict[str, tuple[str, Path]], check: bool, r
         digest_of_bundle = hashlib.sha256(bundle.read_bytes()).hexdigest()
         _bundle_stamp(chapter, root).write_text(digest_of_bundle + "\n")
         stamp, digest = _stamp(chapter, found[chapter], root)
-        stamp.write_text(digest + "\n")
+        stamp.write_text(f"{digest} {'tested' if tested else 'untested'}\n")
         print(f"{chapter}: wrote {target.relative_to(root)} and {bundle.relative_to(root)}")
     return status
