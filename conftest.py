@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,39 +94,54 @@ class NotebookFailed(Exception):
     pass
 
 
+def _background(
+    session: pytest.Session, name: str, command: Callable[[Path], list[str]]
+) -> tuple[subprocess.Popen, Path]:
+    """Start ``command(folder)`` in the background once per session under ``name``; return
+    the process and its private temporary folder, which holds its output in ``log.txt`` (a
+    file: a full pipe would block it). The session's end kills what still runs."""
+    runs = session.__dict__.setdefault("_initlab_background", {})
+    if name not in runs:
+        tmp = tempfile.TemporaryDirectory(prefix=f"initlab-{name}-")
+        folder = Path(tmp.name)
+        with open(folder / "log.txt", "w") as log:
+            proc = subprocess.Popen(
+                command(folder),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # killed as a group if the session ends early
+            )
+        runs[name] = (proc, tmp)
+    proc, tmp = runs[name]
+    return proc, Path(tmp.name)
+
+
 def _start_execution(session: pytest.Session, paths: list[Path] | None = None) -> None:
     """Start executing ``paths`` (default: every collected notebook), in the background, once."""
-    if hasattr(session, "_initlab_execution"):
-        return
     if paths is None:
         paths = sorted({item.path for item in session.items if isinstance(item, BookNotebook)})
-    tmp = tempfile.TemporaryDirectory(prefix="initlab-notebooks-")
-    out = Path(tmp.name) / "report.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "build_book.py"), "--execute-only", str(out)]
-    with open(Path(tmp.name) / "log.txt", "w") as log:  # a file: a full pipe would block it
-        proc = subprocess.Popen(
-            [*cmd, *map(str, paths)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # killed as a group if the session ends early
-        )
-    session._initlab_execution = (proc, tmp, out)
+    script = str(ROOT / "scripts" / "build_book.py")
+    _background(
+        session,
+        "notebooks",
+        lambda folder: [sys.executable, script, "--execute-only", str(folder / "report.json"),
+                        *map(str, paths)],
+    )  # fmt: skip
 
 
 def _book_execution(session: pytest.Session) -> dict[str, dict]:
     """Wait for the parallel execution of the notebooks; its report, per notebook."""
     if not hasattr(session, "_initlab_book_report"):
         _start_execution(session)
-        proc, tmp, out = session._initlab_execution
+        proc, tmp = session._initlab_background["notebooks"]
         proc.wait()
-        try:
-            if not out.exists():
-                log = (out.parent / "log.txt").read_text(errors="replace")
-                pytest.fail(f"notebook execution failed:\n{log[-8000:]}")
-            session._initlab_book_report = json.loads(out.read_text())
-        finally:
-            tmp.cleanup()
+        folder = Path(tmp.name)
+        out = folder / "report.json"
+        if not out.exists():
+            log = (folder / "log.txt").read_text(errors="replace")
+            pytest.fail(f"notebook execution failed:\n{log[-8000:]}")
+        session._initlab_book_report = json.loads(out.read_text())
         if _wants_book(session):
             _start_book_build(session)
     return session._initlab_book_report
@@ -138,21 +154,10 @@ def _wants_book(session: pytest.Session) -> bool:
     return any(_relpath(item).startswith(stages) for item in session.items)
 
 
-def _start_book_build(session: pytest.Session) -> None:
+def _start_book_build(session: pytest.Session) -> tuple[subprocess.Popen, Path]:
     """Start ``scripts/build_book.py`` (warnings as errors) in the background, once."""
-    if hasattr(session, "_initlab_book_build"):
-        return
-    tmp = tempfile.TemporaryDirectory(prefix="initlab-book-")
-    log = Path(tmp.name) / "log.txt"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "build_book.py")],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    session._initlab_book_build = (proc, tmp, log)
+    script = str(ROOT / "scripts" / "build_book.py")
+    return _background(session, "book", lambda folder: [sys.executable, script])
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -182,13 +187,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    for attr in ("_initlab_execution", "_initlab_book_build"):
-        proc, tmp, _ = getattr(session, attr, (None, None, None))
-        if proc is not None and proc.poll() is None:  # the session ended before it did
+    for proc, tmp in session.__dict__.get("_initlab_background", {}).values():
+        if proc.poll() is None:  # the session ended before it did
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if tmp is not None:
-            tmp.cleanup()
+        tmp.cleanup()
 
 
 def pytest_collection_modifyitems(
@@ -236,11 +239,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def built_book(request: pytest.FixtureRequest) -> Path:
     """The book, built once per session (warnings as errors); returns _build/html. The build
     usually started in the background when the notebooks had run (see the docstring)."""
-    session = request.session
-    _start_book_build(session)
-    proc, _, log = session._initlab_book_build
+    proc, folder = _start_book_build(request.session)
     proc.wait()
     if proc.returncode != 0:
-        text = log.read_text(errors="replace")
+        text = (folder / "log.txt").read_text(errors="replace")
         pytest.fail(f"the book build failed:\n{text[-12000:]}", pytrace=False)
     return ROOT / "_build" / "html"
