@@ -1,6 +1,7 @@
 """Shared fixtures of the grading tests; makes the helper modules ``_notebooks`` and
 ``_misconceptions`` importable (pytest runs with --import-mode=importlib)."""
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from initlab.grading import build, masters  # noqa: E402
+from initlab.grading import build, masters, sandbox_self_test  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(master, root / "exercises" / master.name)
     assert build(root=root, run_tests=False) == 0
     return root
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> None:
+    """Skip (or, with INITLAB_REQUIRE_SANDBOX=1, fail) where bubblewrap cannot sandbox."""
+    why = sandbox_self_test()
+    if why is not None:
+        msg = (
+            f"bubblewrap sandbox unavailable ({why}); install Debian's `bubblewrap` to run "
+            "the grading tests"
+        )
+        if _truthy("INITLAB_REQUIRE_SANDBOX"):
+            pytest.fail(f"{msg}. INITLAB_REQUIRE_SANDBOX=1 forbids skipping them.", pytrace=False)
+        pytest.skip(msg)

@@ -32,7 +32,6 @@ from initlab.grading import (
     csv_cell,
     csv_text,
     masters,
-    sandbox_self_test,
     solution_lines,
     student_notebook,
 )
@@ -70,24 +69,6 @@ SLOW = ("unkillable_loop", "hang", "crash_in_call", "exits", "infinite_loop", "s
 TAMPER = sorted(p.stem for p in (FIXTURES / "tamper").glob("*.py"))
 CONTAIN = ["survivor", "steal", "vandal"]
 CALL_TIMEOUT = 4
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="session")
-def sandbox() -> None:
-    """Skip (or, with INITLAB_REQUIRE_SANDBOX=1, fail) where bubblewrap cannot sandbox."""
-    why = sandbox_self_test()
-    if why is not None:
-        msg = (
-            f"bubblewrap sandbox unavailable ({why}); install Debian's `bubblewrap` to run "
-            "the grading tests"
-        )
-        if _truthy("INITLAB_REQUIRE_SANDBOX"):
-            pytest.fail(f"{msg}. INITLAB_REQUIRE_SANDBOX=1 forbids skipping them.", pytrace=False)
-        pytest.skip(msg)
 
 
 def _bundle(root: Path, chapter: str = CHAPTER) -> Path:
