@@ -1,32 +1,50 @@
-"""The sandbox a submission runs in: the bubblewrap command line, its seccomp filter and
-limits, and a self-test of whether this machine can make one.
+r"""The sandbox a submission runs in, and a self-test of whether this machine can make one.
 
-The sandbox (:func:`bwrap_command`): bubblewrap with every namespace unshared (no network, own
-PID namespace: every process dies with it), uid/gid 65534, no capabilities, a new session, no
+:func:`launch` starts the driver under bubblewrap (:func:`bwrap_command`): every namespace
+unshared (no network, own PID namespace), uid/gid 65534, no capabilities, a new session, no
 nested user namespaces; read-only binds of the system (``/usr``, parts of ``/etc``), the Python
 installation, the virtual environment and the folder holding the ``initlab`` package, nothing
-else of the file system; a private ``/tmp`` (tmpfs of :data:`TMP_BYTES`) holding the notebook;
-a seccomp filter that refuses to create processes (threads are allowed); ``RLIMIT_AS``
-of :data:`MEMORY_BYTES`.
+else of the file system; the notebook in ``/tmp/work``. What it bounds, and how:
 
-Why seccomp rather than ``RLIMIT_NPROC``: the kernel counts that limit per real user and
-does not apply it to root, and a sandbox that root starts runs, outside its user namespace,
-as root (a fork loop under ``RLIMIT_NPROC`` = 20 made 100 processes here). Refusing ``fork``,
-``vfork`` and ``clone`` without ``CLONE_THREAD`` holds for every user; threads are bounded
-by the memory limit.
+* process creation: a seccomp filter made by libseccomp (:func:`seccomp_filter`) fails
+  ``fork``, ``vfork`` and ``clone`` without ``CLONE_THREAD`` (EPERM) and ``clone3`` (ENOSYS;
+  glibc then falls back to ``clone``, so threads work), and kills the process on a system call
+  of any other ABI (i386 ``int 0x80``, x32). It also fails :data:`DENIED`: ``memfd_create``
+  (memory outside the address-space limit), io_uring, ``bpf``, ``ptrace``, ``unshare``, ...
+  Without libseccomp there is no sandbox (:class:`SandboxUnavailable`), never one without it.
+* memory: ``RLIMIT_AS`` of :data:`MEMORY_BYTES`; where a cgroup can be made, also a memory
+  limit of :data:`MEMORY_BYTES` + :data:`TMP_BYTES` + :data:`SHM_BYTES` without swap, which,
+  unlike ``RLIMIT_AS``, counts the tmpfs pages and page cache the sandbox touches.
+* files: a private ``/tmp`` of :data:`TMP_BYTES` and ``/dev/shm`` of :data:`SHM_BYTES`
+  (tmpfs), ``RLIMIT_FSIZE`` of :data:`TMP_BYTES`, ``RLIMIT_NOFILE`` of :data:`NOFILE`.
+* processes and threads: :data:`PIDS_MAX` (cgroup ``pids.max``).
+* CPU: equal cgroup shares (v1) or weight (v2) for every sandbox, and a quota of one core,
+  so that ``--jobs N`` neighbours share the CPU fairly. :meth:`Sandbox.kill` returns the CPU
+  seconds the cgroup used (or, without one, its process tree's).
+
+A tiny launcher (:data:`LAUNCHER`) sets the rlimits and enters the cgroups, then execs bubblewrap,
+so no ``preexec_fn`` runs in the grader. Where no cgroup is writable the rlimits stay, and
+:attr:`Sandbox.limits` says so. Why seccomp rather than ``RLIMIT_NPROC``: the kernel counts that
+limit per real user and does not apply it to root, which a sandbox started by root is outside
+its user namespace.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
+import json
 import os
+import platform
 import resource
 import shutil
-import struct
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import _protocol as P
 
@@ -39,57 +57,78 @@ ETC = tuple(  # the parts of /etc a Python process reads (not /etc/shadow and th
 )
 MEMORY_BYTES = 4 << 30
 TMP_BYTES = 256 << 20
+SHM_BYTES = 64 << 20
+PIDS_MAX = 64  # threads count: the driver, torch's pools and bubblewrap's two processes
+NOFILE = 256
+DENIED = (  # fail with EPERM; process creation is handled apart
+    "memfd_create memfd_secret io_uring_setup io_uring_enter io_uring_register userfaultfd "
+    "bpf perf_event_open keyctl add_key request_key ptrace process_vm_readv process_vm_writev "
+    "pidfd_getfd unshare setns mount umount2 pivot_root chroot open_tree move_mount fsopen "
+    "fsmount fsconfig fspick mount_setattr"
+).split()
+ARCHES = {"x86_64": "X86_64", "aarch64": "AARCH64", "ppc64le": "PPC64LE", "riscv64": "RISCV64"}
+# Not s390x: its clone takes the flags second, which the clone rule here does not check.
 
 NO_SANDBOX_HELP = (
     "cannot make a sandbox for the submissions: {why}.\n"
-    "Grading runs every submission under bubblewrap (Linux; Debian/Ubuntu: apt install "
-    "bubblewrap; it needs unprivileged user namespaces). Options: grade on a Linux machine "
-    "with bubblewrap, or use otter-grader's Docker-based grading (otter grade), or pass "
-    "--no-sandbox to run submissions as plain processes, which only makes sense for "
-    "submissions you trust (every row then says 'unsandboxed')."
+    "Grading runs every submission under bubblewrap with a libseccomp filter (Linux; "
+    "Debian/Ubuntu: apt install bubblewrap libseccomp2 python3-seccomp; it needs unprivileged "
+    "user namespaces). Options: grade on a Linux machine with both, or use otter-grader's "
+    "Docker-based grading (otter grade), or pass --no-sandbox to run submissions as plain "
+    "processes, which only makes sense for submissions you trust (every row then says "
+    "'unsandboxed')."
 )
 
 
 class SandboxUnavailable(RuntimeError):
-    """bubblewrap is missing or cannot make a sandbox on this machine."""
+    """bubblewrap or libseccomp is missing or cannot make a sandbox on this machine."""
 
 
-_SYSCALLS = {  # (audit arch, clone, clone3, fork, vfork)
-    "x86_64": (0xC000003E, 56, 435, 57, 58),
-    "aarch64": (0xC00000B7, 220, 435, None, None),
-}
+def _load_seccomp() -> Any:
+    """libseccomp's Python binding: Debian's ``seccomp``, else ``pyseccomp`` (same API)."""
+    try:
+        import seccomp  # type: ignore[import-not-found]
+    except ImportError:
+        import pyseccomp as seccomp  # raises RuntimeError without libseccomp
+    return seccomp
 
 
-def seccomp_no_fork() -> bytes | None:
-    """A classic-BPF seccomp program: fork/vfork/clone of a process fail (EPERM), threads work.
+def seccomp_filter() -> Any:
+    """The libseccomp filter of the module docstring; :class:`SandboxUnavailable` if there is
+    none for this machine."""
+    try:
+        sc = _load_seccomp()
+        arch = getattr(sc.Arch, ARCHES.get(platform.machine(), "?"), None)
+        if arch is None or sc.system_arch() != arch:
+            raise SandboxUnavailable(f"no seccomp filter for the {platform.machine()} architecture")
+        for name in ("fork", "vfork", "clone", "clone3", *DENIED):
+            if sc.resolve_syscall(arch, name) == -1:  # libseccomp too old to know it
+                raise SandboxUnavailable(f"libseccomp does not know the {name} system call")
+        f = sc.SyscallFilter(sc.ALLOW)
+        f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+        for name in ("fork", "vfork", *DENIED):
+            f.add_rule(sc.ERRNO(errno.EPERM), name)
+        clone_thread = 0x00010000
+        f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, clone_thread, 0))
+        f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        return f
+    except (ImportError, OSError, RuntimeError) as exc:
+        if isinstance(exc, SandboxUnavailable):
+            raise
+        raise SandboxUnavailable(f"libseccomp is unavailable ({exc})") from None
 
-    ``clone3`` fails with ENOSYS (its flags are out of seccomp's reach; glibc then falls back to
-    ``clone``). ``None`` on an architecture not listed here.
-    """
-    import platform
 
-    spec = _SYSCALLS.get(platform.machine())
-    if spec is None:
-        return None
-    arch, clone, clone3, fork, vfork = spec
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    prog: list[tuple[int, int, int, int]] = []
-    # Labels: A = allow, E = eperm, N = enosys (resolved below as offsets from the end).
-    body: list[tuple[int, Any, Any, int]] = [(ld, 0, 0, 4), (jeq, 0, "A", arch), (ld, 0, 0, 0)]
-    body.append((jge, "E", 0, 0x40000000))  # x32 system calls
-    for nr in (fork, vfork):
-        if nr is not None:
-            body.append((jeq, "E", 0, nr))
-    body += [(jeq, "N", 0, clone3), (jeq, 0, "A", clone), (ld, 0, 0, 16)]
-    body.append((jset, "A", "E", 0x00010000))  # CLONE_THREAD
-    labels = {"A": len(body), "E": len(body) + 1, "N": len(body) + 2}
-    for pc, (code, jt, jf, k) in enumerate(body):
-        jt = labels[jt] - pc - 1 if isinstance(jt, str) else jt
-        jf = labels[jf] - pc - 1 if isinstance(jf, str) else jf
-        prog.append((code, jt, jf, k))
-    prog += [(ret, 0, 0, allow), (ret, 0, 0, eperm), (ret, 0, 0, enosys)]
-    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+def _bpf_file() -> IO[bytes]:
+    f = tempfile.TemporaryFile()
+    seccomp_filter().export_bpf(f)
+    f.seek(0)
+    return f
+
+
+def seccomp_no_fork() -> bytes:
+    """The filter as BPF bytes (what ``bwrap --seccomp`` reads); kept for older callers."""
+    with _bpf_file() as f:
+        return f.read()
 
 
 def _package_root() -> Path:
@@ -123,7 +162,8 @@ def bwrap_command(bwrap: str, seccomp_fd: int | None, notebook_fd: int, name: st
                 ro.append(p)
     # The private /tmp first, the read-only binds after it: a course checkout (and so its
     # .venv and src/) may itself live under /tmp, and a later mount shows through an earlier.
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
+    cmd += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for p in ro:
         cmd += ["--ro-bind", p, p]
     cmd += ["--dir", "/tmp/work", "--file", str(notebook_fd), f"/tmp/work/{name}"]
@@ -149,33 +189,286 @@ def _env() -> dict[str, str]:
     }
 
 
-def _limits() -> None:  # runs in the child between fork and exec
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (TMP_BYTES, TMP_BYTES))
+RLIMITS = {"RLIMIT_AS": MEMORY_BYTES, "RLIMIT_CORE": 0, "RLIMIT_FSIZE": TMP_BYTES}
+RLIMITS["RLIMIT_NOFILE"] = NOFILE
+LAUNCHER = """import json, os, resource, sys
+c = json.loads(sys.argv[1])
+for k, n in c["rlimits"].items():
+    resource.setrlimit(getattr(resource, k), (n, n))
+for p in c["procs"]:
+    with open(p, "w") as f:
+        f.write(str(os.getpid()))
+os.execv(c["argv"][0], c["argv"])
+"""
+
+
+def _limits() -> None:  # kept for older callers (a preexec_fn); launch() uses LAUNCHER
+    for k, n in RLIMITS.items():
+        resource.setrlimit(getattr(resource, k), (n, n))
 
 
 def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
 
-def sandbox_self_test() -> str | None:
-    """``None`` if a bubblewrap sandbox can start the driver's imports here, else why not."""
-    bwrap = find_bwrap()
-    if bwrap is None:
-        return "bwrap (bubblewrap) is not installed"
+# --- cgroups ------------------------------------------------------------------------------------
+
+_COUNTER = itertools.count()
+_V1 = {
+    "memory": {"memory.limit_in_bytes": "{mem}", "memory.memsw.limit_in_bytes?": "{mem}"},
+    "pids": {"pids.max": "{pids}"},
+    "cpu": {"cpu.shares": "1024", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"},
+    "cpuacct": {},
+}
+_V2 = {
+    "memory": {"memory.max": "{mem}", "memory.swap.max?": "0"},
+    "pids": {"pids.max": "{pids}"},
+    "cpu": {"cpu.weight": "100", "cpu.max": "100000 100000"},
+}
+
+
+def _hierarchies() -> list[tuple[Path, dict[str, dict[str, str]]]]:
+    """This process's cgroup folder in each hierarchy, with the settings of its controllers
+    that a child can have (v1: those of the hierarchy; v2: those the folder delegates)."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    own = {ctrl: path for _, ctrl, path in (line.split(":", 2) for line in lines)}
+    found: dict[Path, dict[str, dict[str, str]]] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fstype, _, opts = (right.split() + ["", "", ""])[:3]
+        root, mnt = left.split()[3:5]
+        key = "" if fstype == "cgroup2" else None
+        if fstype == "cgroup":
+            key = next((k for k in own if k and set(k.split(",")) <= set(opts.split(","))), None)
+        rel = own.get(key) if key is not None else None
+        if rel is None or not (rel + "/").startswith(root.rstrip("/") + "/"):
+            continue
+        d = Path(mnt, rel[len(root) :].lstrip("/"))
+        if key == "":
+            try:
+                wanted = (d / "cgroup.subtree_control").read_text().split()
+            except OSError:
+                continue
+            found[d] = {c: s for c, s in _V2.items() if c in wanted}
+        else:
+            found[d] = {c: s for c, s in _V1.items() if c in key.split(",")}
+    return [(d, ctrl) for d, ctrl in found.items() if ctrl]
+
+
+def _make_cgroups() -> tuple[list[Path], str]:
+    """One fresh cgroup per hierarchy that offers a controller here, and what they bound."""
+    made, what, values = [], [], {"mem": MEMORY_BYTES + TMP_BYTES + SHM_BYTES, "pids": PIDS_MAX}
+    name = f"initlab-{os.getpid()}-{next(_COUNTER)}"
     try:
-        with tempfile.TemporaryFile() as f:
-            cmd = bwrap_command(bwrap, None, f.fileno(), "self-test.ipynb")
+        hierarchies = _hierarchies()
+    except (OSError, ValueError):
+        hierarchies = []
+    for base, controllers in hierarchies:
+        for stale in base.glob("initlab-*-*"):  # left by a grader that died
+            pid = stale.name.split("-")[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                _rmdir(stale, tries=1)
+        d = base / name
+        try:
+            d.mkdir()
+            for settings in controllers.values():
+                for file, value in settings.items():
+                    if not file.endswith("?") or (d / file[:-1]).exists():
+                        (d / file.rstrip("?")).write_text(value.format(**values))
+        except (OSError, ValueError):
+            _rmdir(d, tries=1)
+            continue
+        made.append(d)
+        what += [c for c in controllers if c not in what]
+    if not made:
+        return [], "rlimits only (no writable cgroup)"
+    mem = f"memory {values['mem'] / 2**30:.2f} GiB (no swap)"
+    parts = {"memory": mem, "pids": f"pids {PIDS_MAX}", "cpu": "cpu shares equal, quota 1 core"}
+    version = "v2" if any((d / "cgroup.kill").exists() for d in made) else "v1"
+    return made, f"cgroup {version}: " + ", ".join(parts.get(c, c) for c in what)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def _rmdir(d: Path, tries: int = 50) -> None:
+    for i in range(tries):
+        try:
+            d.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if i + 1 < tries:
+                time.sleep(0.02)
+
+
+def _procs(d: Path) -> list[int]:
+    try:
+        return [int(p) for p in (d / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cpu_seconds(d: Path) -> float | None:
+    """The CPU seconds cgroup ``d`` counted (cpuacct on v1, cpu.stat on v2), if it counts them."""
+    try:
+        if (d / "cpuacct.usage").exists():
+            return int((d / "cpuacct.usage").read_text()) / 1e9
+        stat = dict(line.split() for line in (d / "cpu.stat").read_text().splitlines())
+        return int(stat["usage_usec"]) / 1e6
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants (0 if unknown)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+# --- the sandbox --------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """One started driver: :attr:`proc` (stdin, stdout and stderr pipes), its :attr:`limits`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], cgroups: list[Path], limits: str) -> None:
+        self.proc, self.cgroups, self.limits = proc, cgroups, limits
+        self.workdir: str | None = None  # the unsandboxed driver's folder, removed by kill()
+        self._cpu: float | None = None
+
+    def kill(self) -> float:
+        """Kill every process of the sandbox, remove its cgroups and return its CPU seconds."""
+        if self._cpu is not None:
+            return self._cpu
+        counted = any(_cpu_seconds(d) is not None for d in self.cgroups)
+        cpu = 0.0 if counted else _tree_cpu(self.proc.pid)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.returncode is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            for d in self.cgroups:
+                if (d / "cgroup.kill").exists():
+                    (d / "cgroup.kill").write_text("1")
+                for pid in _procs(d):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            if self.proc.poll() is None:
+                self.proc.kill()
+            if not any(_procs(d) for d in self.cgroups) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        self.proc.wait()
+        cpu += sum(_cpu_seconds(d) or 0.0 for d in self.cgroups)
+        for d in self.cgroups:
+            _rmdir(d)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._cpu = cpu
+        return cpu
+
+
+def launch(driver: list[str], notebook: bytes, notebook_name: str, *, sandboxed: bool) -> Sandbox:
+    """Start ``driver`` with ``notebook`` as ``notebook_name`` in its working folder: under
+    bubblewrap, or with ``sandboxed=False`` as a plain child process in a fresh temporary folder
+    (for trusted notebooks); both bounded by the rlimits and, where there is one, a cgroup."""
+    files: list[IO[bytes]] = []
+    workdir = None
+    try:
+        if sandboxed:
+            bwrap = find_bwrap()
+            if bwrap is None:
+                raise SandboxUnavailable("bwrap (bubblewrap) is not installed")
+            files.append(_bpf_file())
+            files.append(tempfile.TemporaryFile())
+            files[1].write(notebook)
+            files[1].seek(0)
+            cmd = bwrap_command(bwrap, files[0].fileno(), files[1].fileno(), notebook_name)
             for k, v in _env().items():
                 cmd += ["--setenv", k, v]
-            probe = "import importlib.util as u; assert u.find_spec('initlab'), 'no initlab'"
-            cmd += [sys.executable, "-I", "-c", probe]
-            proc = subprocess.run(
-                cmd, capture_output=True, pass_fds=[f.fileno()], preexec_fn=_limits, timeout=60
+            cmd += driver
+            env, cwd = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
+        else:
+            cmd, env = driver, {**os.environ, **_env()}
+            workdir = cwd = tempfile.mkdtemp(prefix="initlab-")
+            Path(cwd, Path(notebook_name).name).write_bytes(notebook)
+            env["HOME"] = env["TMPDIR"] = cwd
+            env["MPLCONFIGDIR"] = cwd + "/.matplotlib"
+        cgroups, bounds = _make_cgroups()
+        config = {"rlimits": RLIMITS, "procs": [str(d / "cgroup.procs") for d in cgroups]}
+        config["argv"] = cmd
+        limits = f"{bounds}; rlimits AS {MEMORY_BYTES >> 20} MiB, FSIZE {TMP_BYTES >> 20} MiB, "
+        limits += f"NOFILE {NOFILE}, CORE 0"
+        if sandboxed:
+            limits += f"; /tmp {TMP_BYTES >> 20} MiB, /dev/shm {SHM_BYTES >> 20} MiB, seccomp"
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=[f.fileno() for f in files],
+                start_new_session=True,
+                env=env,
+                cwd=cwd,
             )
-    except (SandboxUnavailable, OSError, subprocess.SubprocessError) as exc:
+        except BaseException:
+            for d in cgroups:
+                _rmdir(d, tries=1)
+            raise
+    except BaseException:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        for f in files:
+            f.close()
+    box = Sandbox(proc, cgroups, limits)
+    box.workdir = workdir
+    return box
+
+
+def sandbox_self_test() -> str | None:
+    """``None`` if a bubblewrap sandbox can start the driver's imports here, else why not."""
+    probe = "import importlib.util as u; assert u.find_spec('initlab'), 'no initlab'"
+    try:
+        box = launch([sys.executable, "-I", "-c", probe], b"{}", "self-test.ipynb", sandboxed=True)
+    except (SandboxUnavailable, OSError) as exc:
         return P.short(str(exc), 300)
-    if proc.returncode != 0:
-        return P.short(proc.stderr.decode(errors="replace") or f"exit {proc.returncode}", 300)
+    try:
+        _, err = box.proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        err = b"timed out"
+    finally:
+        box.kill()
+    if box.proc.returncode != 0:
+        return P.short(err.decode(errors="replace") or f"exit {box.proc.returncode}", 300)
     return None
