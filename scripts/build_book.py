@@ -1,7 +1,6 @@
 """Build the book with every notebook executed and warnings as errors.
 
-Used by `make book`, by tests/book and (``--execute-only``) by the notebook stage of the
-tests. Two steps:
+Used by `make book` and (``--execute-only``) by `make notebooks`. Two steps:
 
 1. Execute every notebook the book executes (the ``.ipynb`` files of ``_toc.yml`` minus
    ``execute.exclude_patterns`` of ``_config.yml``) into the notebook cache that myst-nb
@@ -16,6 +15,16 @@ tests. Two steps:
 
 The cache is keyed on a notebook's code only, so it is cleared whenever the library
 (src/initlab) or the requirements change: a stale cache must never hide a broken notebook.
+
+What the tests read (they never run this script themselves):
+
+* ``--execute-only`` writes its report, per notebook, to :data:`REPORT` (``make notebooks``:
+  every notebook under chapters/, :func:`chapter_notebooks`): status, seconds, traceback and
+  the SHA-256 of the notebook file it executed, with the library's :func:`source_hash`.
+* the full build writes Sphinx's output to :data:`BOOK_LOG` and, when it ends, its record to
+  :data:`BOOK_RECORD`: status, exit code, seconds, the failures and the SHA-256 of every input
+  (:func:`book_inputs`). Both files are removed when a run starts, so an interrupted run leaves
+  none.
 
 Exit status is non-zero when the build fails; a failed notebook is named with its cell.
 """
@@ -39,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 CACHE = BUILD / ".jupyter_cache"
 STAMP = BUILD / ".initlab-hash"
+REPORT = BUILD / "notebooks.json"  # make notebooks: per-notebook status, seconds, traceback
+BOOK_LOG = BUILD / "book.log"  # make book: Sphinx's output
+BOOK_RECORD = BUILD / "book.json"  # make book: status and the hashes of its inputs
 
 #: The environment every notebook kernel of the build and of the tests runs in, set here
 #: once: with one kernel per core, one intra-op thread each (OMP_NUM_THREADS is what torch
@@ -93,6 +105,36 @@ def executed_notebooks(root: Path = ROOT) -> list[Path]:
         if p.is_file()
         and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), pat) for pat in excluded)
     ]
+
+
+def chapter_notebooks(root: Path = ROOT) -> list[Path]:
+    """Every notebook under chapters/ (the book's pages and the student exercise notebooks),
+    sorted: what `make notebooks` executes and the tests report on."""
+    return sorted(
+        p for p in (root / "chapters").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+    )
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def book_inputs(root: Path = ROOT) -> list[Path]:
+    """The files the rendered book is made from: its configuration and extensions, every page
+    of the toc, the library the notebooks import and the pins."""
+    files = [
+        root / name for name in ("_config.yml", "_toc.yml", "references.bib", "requirements.txt")
+    ]
+    files += [p for p in (root / "_ext").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    for entry in toc_files(root):
+        files += [p for s in (".md", ".ipynb") if (p := (root / entry).with_suffix(s)).is_file()]
+    files += (root / "src" / "initlab").rglob("*.py")
+    return sorted({p for p in files if p.is_file()})
+
+
+def input_hashes(root: Path = ROOT) -> dict[str, str]:
+    """{path relative to the root: SHA-256} of :func:`book_inputs`."""
+    return {p.relative_to(root).as_posix(): file_hash(p) for p in book_inputs(root)}
 
 
 def source_hash() -> str:
@@ -187,8 +229,8 @@ def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
     """Execute ``paths`` (default: :func:`executed_notebooks`) into the cache in parallel.
 
     Returns, per notebook path relative to the root: ``status`` (``"cached"`` if it was
-    already, ``"ok"``, ``"failed"``), ``seconds`` (its execution time, from the cache) and
-    ``traceback`` (for ``"failed"``).
+    already, ``"ok"``, ``"failed"``), ``seconds`` (its execution time, from the cache),
+    ``traceback`` (for ``"failed"``) and ``sha256`` (of the file as it was executed).
     """
     from jupyter_cache import get_cache
 
@@ -198,7 +240,9 @@ def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
     cfg = execution_config()
     cache = get_cache(str(CACHE))
     uris = [str(p.resolve()) for p in paths]
+    hashes = {}
     for uri in uris:
+        hashes[uri] = file_hash(Path(uri))  # before it is read: an edit after it shows as stale
         cache.add_nb_to_project(uri)
     before = {uri for uri in uris if cache.get_cached_project_nb(uri) is not None}
     logger = logging.getLogger("initlab.build_book")
@@ -219,6 +263,7 @@ def execute_notebooks(paths: list[Path] | None = None) -> dict[str, dict]:
             "status": "failed" if uri in failed else ("cached" if uri in before else "ok"),
             "seconds": seconds,
             "traceback": record.traceback if uri in failed else None,
+            "sha256": hashes[uri],
         }
     return report
 
@@ -228,16 +273,33 @@ def main() -> int:
     parser.add_argument(
         "--execute-only",
         metavar="JSON",
-        help="only execute the notebooks into the cache and write the report to JSON",
+        help="only execute the notebooks into the cache and write the report to JSON "
+        f"(`make notebooks`: {REPORT.relative_to(ROOT)}, which the tests read)",
+    )
+    parser.add_argument(
+        "--chapters",
+        action="store_true",
+        help="with --execute-only: every notebook under chapters/ (student exercises too)",
     )
     parser.add_argument(
         "notebooks", nargs="*", type=Path, help="with --execute-only: these notebooks only"
     )
     args = parser.parse_args()
-    if args.notebooks and not args.execute_only:
+    if (args.notebooks or args.chapters) and not args.execute_only:
         parser.error("notebooks can be named only with --execute-only")
     start = time.perf_counter()
-    report = execute_notebooks([p.resolve() for p in args.notebooks] or None)
+    out = Path(args.execute_only) if args.execute_only else BOOK_RECORD
+    out.unlink(missing_ok=True)  # an interrupted run leaves no report
+    if not args.execute_only:
+        BOOK_LOG.unlink(missing_ok=True)
+    # What the run is made from, taken before it reads anything: an edit during the run
+    # shows as stale in the tests.
+    library = source_hash()
+    inputs = None if args.execute_only else input_hashes()
+    paths = [p.resolve() for p in args.notebooks]
+    if args.chapters:
+        paths += [p for p in chapter_notebooks() if p not in paths]
+    report = execute_notebooks(paths or None)
     seconds = time.perf_counter() - start
     ran = [r["seconds"] or 0.0 for r in report.values() if r["status"] != "cached"]
     print(
@@ -248,8 +310,12 @@ def main() -> int:
         if r["status"] != "cached":
             print(f"  {r['seconds'] or 0.0:6.1f} s  {r['status']:6s}  {name}")
     if args.execute_only:
-        Path(args.execute_only).write_text(json.dumps(report, indent=1))
-        return 1 if any(r["status"] == "failed" for r in report.values()) else 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"library": library, "notebooks": report}, indent=1))
+        failed = [name for name, r in report.items() if r["status"] == "failed"]
+        for name in failed:
+            print(f"notebook {name} failed (its traceback: pytest {name})", file=sys.stderr)
+        return 1 if failed else 0
     env = dict(os.environ)
     cmd = [
         str(Path(sys.executable).parent / "jupyter-book"),
@@ -264,17 +330,30 @@ def main() -> int:
         cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    BOOK_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(BOOK_LOG, "w") as log_file:
+        for line in proc.stdout:
+            lines.append(line)
+            log_file.write(line)
+            sys.stdout.write(line)
+            sys.stdout.flush()
     proc.wait()
     log = "".join(lines)
     seconds = time.perf_counter() - start
     index = BUILD / "html" / "index.html"
-    if proc.returncode != 0 or not index.exists():
+    ok = proc.returncode == 0 and index.exists()
+    record = {
+        "status": "ok" if ok else "failed",
+        "returncode": proc.returncode,
+        "command": cmd[1:],
+        "seconds": round(seconds, 1),
+        "failures": [] if ok else describe_failures(log),
+        "inputs": inputs,
+    }
+    BOOK_RECORD.write_text(json.dumps(record, indent=1))
+    if not ok:
         print("\nerror: the book build failed.", file=sys.stderr)
-        for line in describe_failures(log):
+        for line in record["failures"]:
             print(f"  {line}", file=sys.stderr)
         print(f"make book failed after {seconds:.0f} s", file=sys.stderr)
         return proc.returncode or 1
