@@ -1,35 +1,37 @@
-"""Test-suite wiring: order of the stages, per-notebook durations, a once-per-session book build.
+"""Test-suite wiring: markers and options, order of the stages, the notebook items, the book.
 
-Every notebook of the book (its pages and the student exercise notebooks) is executed once,
-in parallel, into the book's notebook cache (``scripts/build_book.py
---execute-only``): each is one test item that fails with the notebook's traceback, in place
-of nbval's items, and the book build that follows finds its pages cached instead of
-executing them a second time. It checks what ``--nbval-lax`` checks (every cell runs; cells
-tagged ``raises-exception`` may raise), in the same kernel environment (:data:`KERNEL_ENV`
-of scripts/build_book.py). ``INITLAB_NOTEBOOKS=nbval`` runs every notebook through nbval
-instead. The exercise masters (``exercises/``) are not executed as notebooks: their solutions
-are graded instead, with the tests of their bundles, sandboxed (tests/grading/test_grading.py,
-full marks for every set) and in-process (test_misconceptions.py), which runs every cell of
-the solved notebook and every test, public and hidden.
+pytest builds nothing and starts nothing in the background. What takes minutes is a make
+target whose artifacts the tests read (scripts/build_book.py writes them):
 
-The execution starts in the background when the session starts (a plain ``pytest``, which
-collects every notebook under chapters/) or else once the tests are collected, and runs
-while the stages before the notebooks (unit tests, the in-process misconception checks, the
-packaging checks) run; the notebook items wait for it. The stages with wall-clock limits
-(the sandboxed grading) come after it. When it has finished, the book build
-(Sphinx, one core) starts in the background too, while the sandboxed grading runs; the book
-and site tests wait for it (``built_book``).
+* ``make notebooks`` executes every notebook under chapters/ (the book's pages and the
+  student exercise notebooks) once, in parallel, into the book's notebook cache, and writes
+  ``_build/notebooks.json``: per notebook its status, seconds, traceback and the SHA-256 of the
+  file it executed, with the hash of the library (src/initlab, requirements.txt) it ran
+  against. Each notebook is one test item (marker ``notebooks``) that reads its entry: it
+  fails with the notebook's traceback, or, when the report is missing or older than the
+  notebook or the library, with the command to run. It checks what ``--nbval-lax`` checks
+  (every cell runs; cells tagged ``raises-exception`` may raise), in the kernel environment
+  of the book (:data:`KERNEL_ENV` of scripts/build_book.py); nbval still works by hand:
+  ``pytest --nbval-lax --nbval-current-env chapters/00_setup_check.ipynb``.
+* ``make book`` builds ``_build/html`` (warnings as errors) and writes ``_build/book.log`` and
+  ``_build/book.json`` (status, failures, the SHA-256 of every input); the book and site
+  tests (``built_book``) read them the same way.
+
+The exercise masters (``exercises/``) are not executed as notebooks: their solutions are graded
+instead, sandboxed (tests/grading/test_grading.py) and in-process (test_misconceptions.py),
+which runs every cell of the solved notebook and every test, public and hidden.
+
+Markers, applied here by path (registered in pyproject.toml, ``--strict-markers``):
+``notebooks`` (chapters/*.ipynb), ``book`` (tests/book), ``browser`` (tests/site),
+``sandbox`` (tests/grading but test_misconceptions.py), ``slow`` (minutes of work: the
+wheel install, the sandboxed grading, the small failing book). `make test` runs the stages
+in three pytest runs around the two builds (see the Makefile); a plain ``pytest`` runs every
+stage in the order of :data:`_STAGES` and needs both artifacts.
 """
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,7 @@ build_book.apply_kernel_env()  # the kernels' thread count and progress bars, se
 
 _STAGES = (
     "tests/unit",
+    "src/initlab",  # the doctests
     "tests/grading/test_misconceptions.py",
     "tests/packaging",
     "chapters",
@@ -49,11 +52,65 @@ _STAGES = (
     "tests/book",
     "tests/site",
 )
+_MARKERS = (  # (path prefix, marker), first match wins
+    ("chapters/", "notebooks"),
+    ("tests/grading/test_misconceptions.py", None),
+    ("tests/grading/", "sandbox"),
+    ("tests/book/", "book"),
+    ("tests/site/", "browser"),
+)
+_SLOW = ("tests/packaging/test_install.py", "tests/grading/test_grading.py",
+         "tests/book/test_execution_behaviour.py")  # fmt: skip
+# pytest-timeout: 600 s per test (pyproject.toml) but where a session fixture does minutes of
+# work for the whole file on a loaded machine (the first test's setup pays for it).
+_LONG_TIMEOUT = {"tests/grading/test_grading.py": 1500, "tests/packaging/test_install.py": 1200}
 _notebook_seconds: dict[str, float] = defaultdict(float)
+
+NOTEBOOKS_CMD = "make notebooks"
+BOOK_CMD = "make book"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("initlab", "the course's checks")
+    group.addoption(
+        "--require-browser",
+        action="store_true",
+        help="fail, instead of skipping, the browser checks of tests/site when Chromium is "
+        "missing (make test sets it when CI=true)",
+    )
+    group.addoption(
+        "--require-sandbox",
+        action="store_true",
+        help="fail, instead of skipping, the grading tests that need the bubblewrap sandbox "
+        "(make test sets it when CI=true)",
+    )
+    group.addoption(
+        "--site-dir",
+        metavar="DIR",
+        help="check the built site in DIR (a _build/html built elsewhere; its sources are read "
+        "from two folders up) instead of this checkout's _build/html",
+    )
+    group.addoption(
+        "--chromium",
+        metavar="PATH",
+        help="the Chromium executable of the browser checks (default /usr/bin/chromium, "
+        "else chromium on PATH)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis (property tests): no per-example deadline, the machines are shared and loaded.
+    try:
+        from hypothesis import settings
+    except ImportError:  # pragma: no cover - requirements.txt pins it
+        return
+    settings.register_profile("initlab", deadline=None, print_blob=True)
+    settings.load_profile("initlab")
 
 
 def _relpath(item: pytest.Item) -> str:
-    return Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+    path = Path(str(item.fspath)).resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.as_posix()
 
 
 def _stage(item: pytest.Item) -> int:
@@ -61,165 +118,114 @@ def _stage(item: pytest.Item) -> int:
     return next((i for i, s in enumerate(_STAGES) if rel.startswith(s)), len(_STAGES))
 
 
-class BookNotebookFile(pytest.File):
-    """The collector of one :class:`BookNotebook` (nbval's would start a kernel for nothing)."""
+# ---------------------------------------------------------------- the notebooks
 
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """One :class:`BookNotebook` per notebook under chapters/ (nbval's own items instead when
+    ``--nbval`` or ``--nbval-lax`` is given)."""
+    opt = parent.config.option
+    if getattr(opt, "nbval", False) or getattr(opt, "nbval_lax", False):
+        return None
+    if (
+        file_path.suffix == ".ipynb"
+        and file_path.resolve().is_relative_to(ROOT / "chapters")
+        and ".ipynb_checkpoints" not in file_path.parts
+    ):
+        return BookNotebookFile.from_parent(parent, path=file_path)
+    return None
+
+
+class BookNotebookFile(pytest.File):
     def collect(self) -> list[pytest.Item]:
         return [BookNotebook.from_parent(self, name="executes")]
-
-
-class BookNotebook(pytest.Item):
-    """A notebook, run once in the parallel execution (see the module docstring)."""
-
-    def runtest(self) -> None:
-        report = _book_execution(self.session)
-        name = self.path.relative_to(ROOT).as_posix()
-        if name not in report:
-            raise NotebookFailed(f"{name} was not in the parallel execution (started early?)")
-        result = report[name]
-        self.user_properties.append(("notebook_seconds", result["seconds"]))
-        if result["status"] == "failed":
-            raise NotebookFailed(result["traceback"] or "the notebook failed to execute")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo) -> str:
-        if isinstance(excinfo.value, NotebookFailed):
-            return f"{self.path.relative_to(ROOT)} failed:\n{build_book.ANSI.sub('', str(excinfo.value))}"
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self) -> tuple[Path, None, str]:
-        return self.path, None, f"{self.path.relative_to(ROOT)} (executed in parallel)"
 
 
 class NotebookFailed(Exception):
     pass
 
 
-def _background(
-    session: pytest.Session, name: str, command: Callable[[Path], list[str]]
-) -> tuple[subprocess.Popen, Path]:
-    """Start ``command(folder)`` in the background once per session under ``name``; return
-    the process and its private temporary folder, which holds its output in ``log.txt`` (a
-    file: a full pipe would block it). The session's end kills what still runs."""
-    runs = session.__dict__.setdefault("_initlab_background", {})
-    if name not in runs:
-        tmp = tempfile.TemporaryDirectory(prefix=f"initlab-{name}-")
-        folder = Path(tmp.name)
-        with open(folder / "log.txt", "w") as log:
-            proc = subprocess.Popen(
-                command(folder),
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # killed as a group if the session ends early
+def _notebook_report(config: pytest.Config) -> dict:
+    """``_build/notebooks.json`` (read once per session); fails when it is missing or was made
+    for another library or pins."""
+    cached = config.stash.get(_REPORT_KEY, None)
+    if cached is None:
+        path = build_book.REPORT
+        rel = path.relative_to(ROOT)
+        if not path.is_file():
+            cached = {"error": f"no {rel}: run `{NOTEBOOKS_CMD}` first (it executes every "
+                               "notebook under chapters/ and writes the report these tests read)"}  # fmt: skip
+        else:
+            cached = json.loads(path.read_text())
+            if cached.get("library") != build_book.source_hash():
+                cached["error"] = (
+                    f"{rel} is stale: src/initlab or requirements.txt changed since the notebooks "
+                    f"ran; run `{NOTEBOOKS_CMD}`"
+                )
+        config.stash[_REPORT_KEY] = cached
+    if "error" in cached:
+        raise NotebookFailed(cached["error"])
+    return cached["notebooks"]
+
+
+_REPORT_KEY = pytest.StashKey[dict]()
+
+
+class BookNotebook(pytest.Item):
+    """A notebook, as ``make notebooks`` executed it (see the module docstring)."""
+
+    def runtest(self) -> None:
+        report = _notebook_report(self.config)
+        name = self.path.resolve().relative_to(ROOT).as_posix()
+        if name not in report:
+            raise NotebookFailed(f"{name} is not in the notebook report: run `{NOTEBOOKS_CMD}`")
+        result = report[name]
+        if result.get("sha256") != build_book.file_hash(self.path):
+            raise NotebookFailed(
+                f"{name} changed since it was executed: run `{NOTEBOOKS_CMD}` (only what "
+                "changed runs again)"
             )
-        runs[name] = (proc, tmp)
-    proc, tmp = runs[name]
-    return proc, Path(tmp.name)
+        self.user_properties.append(("notebook_seconds", result["seconds"] or 0.0))
+        if result["status"] == "failed":
+            raise NotebookFailed(result["traceback"] or "the notebook failed to execute")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo) -> str:
+        if isinstance(excinfo.value, NotebookFailed):
+            text = build_book.ANSI.sub("", str(excinfo.value))
+            return f"{self.path.resolve().relative_to(ROOT)}: {text}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, None, str]:
+        rel = self.path.resolve().relative_to(ROOT)
+        return self.path, None, f"{rel} (executed by `{NOTEBOOKS_CMD}`)"
 
 
-def _start_execution(session: pytest.Session, paths: list[Path] | None = None) -> None:
-    """Start executing ``paths`` (default: every collected notebook), in the background, once."""
-    if paths is None:
-        paths = sorted({item.path for item in session.items if isinstance(item, BookNotebook)})
-    script = str(ROOT / "scripts" / "build_book.py")
-    _background(
-        session,
-        "notebooks",
-        lambda folder: [sys.executable, script, "--execute-only", str(folder / "report.json"),
-                        *map(str, paths)],
-    )  # fmt: skip
+# ---------------------------------------------------------------- markers, order, timeouts
 
 
-def _book_execution(session: pytest.Session) -> dict[str, dict]:
-    """Wait for the parallel execution of the notebooks; its report, per notebook."""
-    if not hasattr(session, "_initlab_book_report"):
-        _start_execution(session)
-        proc, tmp = session._initlab_background["notebooks"]
-        proc.wait()
-        folder = Path(tmp.name)
-        out = folder / "report.json"
-        if not out.exists():
-            log = (folder / "log.txt").read_text(errors="replace")
-            pytest.fail(f"notebook execution failed:\n{log[-8000:]}")
-        session._initlab_book_report = json.loads(out.read_text())
-        if _wants_book(session):
-            _start_book_build(session)
-    return session._initlab_book_report
-
-
-def _wants_book(session: pytest.Session) -> bool:
-    """Whether a collected test needs the book built here (the site tests read
-    ``$INITLAB_SITE_DIR`` instead when it is set)."""
-    stages = ("tests/book",) if os.environ.get("INITLAB_SITE_DIR") else ("tests/book", "tests/site")
-    return any(_relpath(item).startswith(stages) for item in session.items)
-
-
-def _start_book_build(session: pytest.Session) -> tuple[subprocess.Popen, Path]:
-    """Start ``scripts/build_book.py`` (warnings as errors) in the background, once."""
-    script = str(ROOT / "scripts" / "build_book.py")
-    return _background(session, "book", lambda folder: [sys.executable, script])
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """A plain ``pytest`` (no paths named) collects every notebook under chapters/: start
-    executing them now, before the collection (about 8 s on one core) has finished."""
-    config = session.config
-    if (
-        config.args_source == pytest.Config.ArgsSource.TESTPATHS
-        and not config.option.collectonly
-        and not config.option.keyword
-        and not config.option.markexpr
-        and os.environ.get("INITLAB_NOTEBOOKS") != "nbval"
-    ):
-        notebooks = [
-            p.resolve()
-            for p in sorted((ROOT / "chapters").rglob("*.ipynb"))
-            if ".ipynb_checkpoints" not in p.parts
-        ]
-        _start_execution(session, notebooks)
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if not session.config.option.collectonly and any(
-        isinstance(item, BookNotebook) for item in session.items
-    ):
-        _start_execution(session)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    for proc, tmp in session.__dict__.get("_initlab_background", {}).values():
-        if proc.poll() is None:  # the session ended before it did
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        tmp.cleanup()
-
-
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    if os.environ.get("INITLAB_NOTEBOOKS") != "nbval":
-        kept: list[pytest.Item] = []
-        replaced: set[Path] = set()
-        for item in items:
-            path = Path(str(item.fspath)).resolve()
-            if type(item).__module__.startswith("nbval"):
-                if path not in replaced:
-                    replaced.add(path)
-                    book_file = BookNotebookFile.from_parent(item.parent.parent, path=path)
-                    kept.extend(book_file.collect())
-                continue
-            kept.append(item)
-        items[:] = kept
+    for item in items:
+        rel = _relpath(item)
+        marker = next((m for prefix, m in _MARKERS if rel.startswith(prefix)), None)
+        if marker:
+            item.add_marker(marker)
+        if rel.startswith(_SLOW):
+            item.add_marker("slow")
+        if rel in _LONG_TIMEOUT and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(_LONG_TIMEOUT[rel]))
     items.sort(key=_stage)  # stable: keeps each file's own order
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    path = report.nodeid.split("::")[0]
+    path, _, name = report.nodeid.partition("::")
     if path.endswith(".ipynb"):
         seconds = dict(report.user_properties).get("notebook_seconds")
-        if seconds is None:  # an nbval cell: every phase counts
+        if name != "executes":  # an nbval cell: every phase counts
             _notebook_seconds[path] += report.duration
-        elif report.when == "call":  # a book notebook: its kernel time
+        elif seconds is not None and report.when == "call":  # its kernel time, from the report
             _notebook_seconds[path] += seconds
 
 
@@ -235,13 +241,41 @@ def pytest_terminal_summary(terminalreporter) -> None:
     )
 
 
+# ---------------------------------------------------------------- the book
+
+
+def book_problem() -> str | None:
+    """Why ``_build/html`` cannot be checked (no build, a failed one, a stale one), with the
+    command to run; None when it is the build of the current sources."""
+    rel = build_book.BOOK_RECORD.relative_to(ROOT)
+    if not build_book.BOOK_RECORD.is_file():
+        return f"no book build ({rel} is missing): run `{BOOK_CMD}`"
+    record = json.loads(build_book.BOOK_RECORD.read_text())
+    if record.get("status") != "ok":
+        log = build_book.BOOK_LOG
+        tail = log.read_text(errors="replace")[-6000:] if log.is_file() else ""
+        lines = "\n  ".join(record.get("failures") or [])
+        return (
+            f"the book build failed (exit {record.get('returncode')}):\n  {lines}\n"
+            f"fix it and run `{BOOK_CMD}`; its log ({log.relative_to(ROOT)}) ends:\n{tail}"
+        )
+    now = build_book.input_hashes()
+    built = record.get("inputs") or {}
+    changed = sorted(k for k in now.keys() | built.keys() if now.get(k) != built.get(k))
+    if changed:
+        more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+        return (
+            f"_build/html is stale: {', '.join(changed[:8])}{more} changed since the book was "
+            f"built; run `{BOOK_CMD}`"
+        )
+    return None
+
+
 @pytest.fixture(scope="session")
-def built_book(request: pytest.FixtureRequest) -> Path:
-    """The book, built once per session (warnings as errors); returns _build/html. The build
-    usually started in the background when the notebooks had run (see the docstring)."""
-    proc, folder = _start_book_build(request.session)
-    proc.wait()
-    if proc.returncode != 0:
-        text = (folder / "log.txt").read_text(errors="replace")
-        pytest.fail(f"the book build failed:\n{text[-12000:]}", pytrace=False)
+def built_book() -> Path:
+    """``_build/html`` as ``make book`` built it (warnings as errors); fails with the command
+    to run when there is no build, a failed one or one older than its sources."""
+    problem = book_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
     return ROOT / "_build" / "html"

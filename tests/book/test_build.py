@@ -1,5 +1,6 @@
 """The book builds with warnings as errors, executes its notebooks and serves math offline."""
 
+import json
 import re
 from pathlib import Path
 
@@ -7,6 +8,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_book_builds_with_warnings_as_errors(built_book: Path) -> None:
+    """`make book` succeeded with Sphinx's -W (``built_book`` fails on a failed or stale
+    build), and its log names no warning."""
+    record = json.loads((ROOT / "_build" / "book.json").read_text())
+    assert record["status"] == "ok" and "-W" in record["command"], record
+    log = (ROOT / "_build" / "book.log").read_text(errors="replace")
+    warnings = re.findall(r"^.*(?:WARNING|ERROR):.*$", log, flags=re.M)
+    assert not [w for w in warnings if "IPKernelApp" not in w], warnings  # a kernel's, not Sphinx's
     assert (built_book / "index.html").is_file()
     assert (built_book / "intro.html").is_file()
 

@@ -1,7 +1,6 @@
 """Shared fixtures of the grading tests; makes the helper modules ``_notebooks`` and
 ``_misconceptions`` importable (pytest runs with --import-mode=importlib)."""
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,19 +29,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
-def sandbox() -> None:
-    """Skip (or, with INITLAB_REQUIRE_SANDBOX=1, fail) where bubblewrap cannot sandbox."""
+def sandbox(pytestconfig: pytest.Config) -> None:
+    """Skip (or, with ``--require-sandbox``, fail) where bubblewrap cannot sandbox."""
     why = sandbox_self_test()
     if why is not None:
         msg = (
             f"bubblewrap sandbox unavailable ({why}); install Debian's `bubblewrap` to run "
             "the grading tests"
         )
-        if _truthy("INITLAB_REQUIRE_SANDBOX"):
-            pytest.fail(f"{msg}. INITLAB_REQUIRE_SANDBOX=1 forbids skipping them.", pytrace=False)
+        if pytestconfig.getoption("require_sandbox"):
+            pytest.fail(f"{msg}. --require-sandbox forbids skipping them.", pytrace=False)
         pytest.skip(msg)

@@ -1,13 +1,15 @@
 """Fixtures for the checks of the rendered book: the site, its pages, one headless Chromium.
 
-The site is ``$INITLAB_SITE_DIR`` when set (a ``_build/html`` built elsewhere; its sources are
-read from two folders up), else the session's ``built_book`` fixture (the top-level conftest.py).
+The site is ``--site-dir DIR`` when given (a ``_build/html`` built elsewhere; its sources are
+read from two folders up), else this checkout's ``_build/html`` as ``make book`` built it (the
+``built_book`` fixture of the top-level conftest.py, which fails with the command to run when
+the build is missing, failed or stale).
 Pages come from that source tree's ``_toc.yml``, so a new chapter is checked automatically.
 
-Chromium: Debian's ``/usr/bin/chromium`` (or ``chromium`` on PATH), driven by Playwright with
-``executable_path`` (no ``playwright install``). Without it the browser tests are skipped with
-a message saying how to install it, unless ``INITLAB_REQUIRE_BROWSER=1`` (set by .ci/run),
-which turns the skip into a failure. The file-based checks (links, launch buttons, previous/
+Chromium: ``--chromium PATH``, else Debian's ``/usr/bin/chromium`` (or ``chromium`` on PATH),
+driven by Playwright with ``executable_path`` (no ``playwright install``). Without it the
+browser tests are skipped with a message saying how to install it, unless
+``--require-browser`` (which `make test` passes when ``CI=true``) turns the skip into a failure. The file-based checks (links, launch buttons, previous/
 next, hidden solutions, the execution report) need no browser and always run.
 
 Each page is opened once, in a fresh browser context (empty cache and storage: a first
@@ -47,13 +49,9 @@ PAGE_TIMEOUT_MS = 20_000
 WEIGHTS, EXTERNAL_LINKS, VISITED = sc.WEIGHTS, sc.EXTERNAL_LINKS, sc.VISITED
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def chromium_path() -> str | None:
-    """``$INITLAB_CHROMIUM`` if set, else /usr/bin/chromium, else ``chromium`` on PATH."""
-    override = os.environ.get("INITLAB_CHROMIUM")
+def chromium_path(config: pytest.Config) -> str | None:
+    """``--chromium`` if given, else /usr/bin/chromium, else ``chromium`` on PATH."""
+    override = config.getoption("chromium")
     candidates = [override] if override else ["/usr/bin/chromium", shutil.which("chromium")]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
@@ -61,9 +59,9 @@ def chromium_path() -> str | None:
     return None
 
 
-def source_root() -> Path:
-    env = os.environ.get("INITLAB_SITE_DIR")
-    return Path(env).resolve().parents[1] if env else sc.ROOT
+def source_root(config: pytest.Config) -> Path:
+    site = config.getoption("site_dir")
+    return Path(site).resolve().parents[1] if site else sc.ROOT
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -73,7 +71,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wanted = names & set(metafunc.fixturenames)
     if not wanted:
         return
-    root = source_root()
+    root = source_root(metafunc.config)
     everything = sc.toc_pages(root)
     choice = {
         "page": everything,
@@ -86,8 +84,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def src_root() -> Path:
-    return source_root()
+def src_root(pytestconfig: pytest.Config) -> Path:
+    return source_root(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -97,11 +95,11 @@ def pages(src_root: Path) -> list[sc.Page]:
 
 @pytest.fixture(scope="session")
 def site_dir(request: pytest.FixtureRequest) -> Path:
-    env = os.environ.get("INITLAB_SITE_DIR")
-    if env:
-        site = Path(env).resolve()
+    given = request.config.getoption("site_dir")
+    if given:
+        site = Path(given).resolve()
         if not (site / "index.html").is_file():
-            pytest.fail(f"INITLAB_SITE_DIR={env} holds no index.html: build the book there first")
+            pytest.fail(f"--site-dir {given} holds no index.html: build the book there first")
         return site
     return Path(request.getfixturevalue("built_book")).resolve()
 
@@ -173,17 +171,17 @@ _COLLECT_JS = """
 
 
 @pytest.fixture(scope="session")
-def browser():
-    path = chromium_path()
+def browser(pytestconfig: pytest.Config):
+    path = chromium_path(pytestconfig)
     if path is None:
         msg = (
             "Chromium is not installed (/usr/bin/chromium, or `chromium` on PATH): the browser "
             "checks of the rendered book are skipped. Install it with "
-            "`sudo apt-get update && sudo apt-get install -y chromium` (CI sets "
-            "INITLAB_REQUIRE_BROWSER=1, which makes this an error)."
+            "`sudo apt-get update && sudo apt-get install -y chromium`, or name it with "
+            "--chromium PATH (CI passes --require-browser, which makes this an error)."
         )
-        if _truthy("INITLAB_REQUIRE_BROWSER"):
-            pytest.fail(f"{msg} INITLAB_REQUIRE_BROWSER=1 forbids skipping them.", pytrace=False)
+        if pytestconfig.getoption("require_browser"):
+            pytest.fail(f"{msg} --require-browser forbids skipping them.", pytrace=False)
         pytest.skip(msg)
     from playwright.sync_api import sync_playwright
 
