@@ -9,11 +9,18 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup exercises book test lab grade clean
+# What the tests read (scripts/build_book.py writes them; pytest never builds anything itself).
+NB_REPORT := _build/notebooks.json
+# CI (CI=true) never skips the browser checks nor the sandboxed grading.
+REQUIRE := $(if $(filter true 1 yes,$(CI)),--require-browser --require-sandbox)
+PYTEST  := INITLAB_PROGRESS=0 $(PY) -m pytest $(REQUIRE) $(PYTEST_ARGS)
+
+.PHONY: help setup exercises notebooks book test lab grade clean
 
 help:
 	@echo "make book   build the rendered book into _build/html (executes every notebook)"
-	@echo "make test   unit tests, exercises and grading, every notebook, the book build and the site checks"
+	@echo "make test   everything CI checks: unit tests and doctests, exercises and grading, every notebook, the book build and the site checks"
+	@echo "make notebooks  execute every notebook under chapters/ into the book's cache; report: $(NB_REPORT) (pytest -m notebooks reads it)"
 	@echo "make exercises  student notebooks and autograder bundles from exercises/*.ipynb (commit the notebooks)"
 	@echo "make lab    JupyterLab in the course's environment"
 	@echo "make grade  CHAPTER=03_xavier SUBMISSIONS='dir/*.ipynb' [JOBS=2] -> grades.csv"
@@ -48,12 +55,39 @@ book: setup
 	@$(PY) -m initlab.grading build --no-run-tests
 	@INITLAB_PROGRESS=0 $(PY) scripts/build_book.py
 
+# Every notebook under chapters/ (the book's pages and the student exercise notebooks), in
+# parallel, into the book's notebook cache; per notebook: status, seconds, traceback and the hash
+# of the file executed, in $(NB_REPORT). The notebook tests (pytest -m notebooks) read it.
+notebooks: setup
+	@INITLAB_PROGRESS=0 $(PY) scripts/build_book.py --execute-only $(NB_REPORT) --chapters
+
 # No `exercises` prerequisite: the tests build the masters in a scratch folder and fail if a
 # committed student notebook differs from that build (run `make exercises` and commit it).
+# Three pytest runs around the two builds, which run in the background here (never in pytest):
+#   notebooks (make notebooks)  | unit tests, doctests, misconceptions, packaging
+#   book build (Sphinx, 1 core) | the notebooks' report, the sandboxed grading (tests/grading)
+#   the book (tests/book) and the rendered site (tests/site)
+# Every step runs even when one before it failed; then make test fails, naming them.
+# Extra pytest options: make test PYTEST_ARGS="-x".
 test: setup
-	@start=$$(date +%s); \
-	INITLAB_PROGRESS=0 $(PY) -m pytest; status=$$?; \
-	echo "make test wall time: $$(( $$(date +%s) - start )) s"; exit $$status
+	@start=$$(date +%s); failed=""; mkdir -p _build; \
+	pytest_step() { name=$$1; shift; $(PYTEST) "$$@"; rc=$$?; \
+	  if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then failed="$$failed, $$name (exit $$rc)"; fi; }; \
+	echo "make test: executing every notebook in the background (make notebooks; log: _build/notebooks.log)"; \
+	INITLAB_PROGRESS=0 $(PY) scripts/build_book.py --execute-only $(NB_REPORT) --chapters \
+	  > _build/notebooks.log 2>&1 & notebooks=$$!; \
+	pytest_step "unit, doctests, misconceptions, packaging" \
+	  -m "not notebooks and not sandbox and not book and not browser"; \
+	echo "make test: waiting for the notebooks ..."; \
+	wait $$notebooks || failed="$$failed, make notebooks (exit $$?; see _build/notebooks.log)"; \
+	echo "make test: building the book in the background (log: _build/book-build.log)"; \
+	INITLAB_PROGRESS=0 $(PY) scripts/build_book.py > _build/book-build.log 2>&1 & book=$$!; \
+	pytest_step "notebooks, sandboxed grading" -m "notebooks or sandbox" chapters tests/grading; \
+	echo "make test: waiting for the book build ..."; \
+	wait $$book || failed="$$failed, the book build (exit $$?; see _build/book-build.log)"; \
+	pytest_step "book, site" -m "book or browser" tests/book tests/site; \
+	if [ -n "$$failed" ]; then echo "make test FAILED: $${failed#, }"; fi; \
+	echo "make test wall time: $$(( $$(date +%s) - start )) s"; [ -z "$$failed" ]
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=.
