@@ -9,9 +9,10 @@ A fixture file ``fixtures/misconceptions/<set>/<name>.py`` starts with header li
 followed by the usual ``# fixture: replace qN`` / ``# fixture: after qN`` sections
 (``_notebooks.apply_fixture``). ``# message: (hidden only)`` says that only hidden tests catch it.
 
-:func:`run_set` executes the notebook's code cells (``grader.check`` cells and otter's init cell
-skipped) in a fresh namespace and runs the set's otter test files from its autograder bundle with
-``otter.test_files.ExceptionTestFile`` against that namespace, as the grader does. A question's
+:func:`run_set` runs the notebook in the grader's in-process session (the sandbox's driver in a
+thread, the same messages and codec; ``grader.check`` cells and otter's init cell skipped) and
+scores it with the grader's one scoring function, :func:`initlab.grading.score`, on the tests of
+the set's autograder bundle: the score and messages a learner gets. A question's
 tests are re-run for a fixture only when one of their parameters differs from the solved
 notebook's (compared by value, and functions by their code, defaults and the code of the
 functions they call), so a fixture costs about the time of its own question's tests.
@@ -19,11 +20,8 @@ functions they call), so a fixture costs about the time of its own question's te
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,9 @@ from typing import Any
 import nbformat
 from _notebooks import FIXTURES, apply_fixture, solved
 
-from initlab.grading import autograder_zip, masters, student_notebook
+from initlab.grading import Grade, autograder_zip, masters, score, student_notebook
+from initlab.grading._grade import _load_tests
+from initlab.grading._session import InProcessSession
 
 MISCONCEPTIONS = FIXTURES / "misconceptions"
 _EXPECT = re.compile(r"#\s*expect:\s*(q\d+)\s+score\s+([\d.]+)\s+of\s+([\d.]+)\s*$")
@@ -102,26 +102,12 @@ def test_sources(chapter: str, root: Path) -> dict[str, str]:
         }
 
 
-def _code_cells(nb: nbformat.NotebookNode) -> list[str]:
-    return [
-        c.source
-        for c in nb.cells
-        if c.cell_type == "code" and "grader.check" not in c.source and "otter" not in c.source
-    ]
-
-
-def execute(nb: nbformat.NotebookNode) -> tuple[dict[str, Any], list[str]]:
-    """Run the notebook's code cells in a fresh namespace; return it and the cells' errors."""
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    errors = []
-    for src in _code_cells(nb):
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                exec(compile(src, "<cell>", "exec"), ns)  # noqa: S102 - the fixture's own code
-        except Exception as e:  # noqa: BLE001 - a wrong answer may raise; grading goes on
-            errors.append(f"{type(e).__name__}: {e}")
-    return ns, errors
+def execute(nb: nbformat.NotebookNode) -> tuple[InProcessSession, list[str]]:
+    """Run the notebook's code cells in the grader's in-process session (the sandbox's driver
+    in a thread, over the same wire); return the session and the cells' errors."""
+    session = InProcessSession([c.source for c in nb.cells if c.cell_type == "code"])
+    session.start()
+    return session, [e for _, e in sorted(session.cell_errors.items())]
 
 
 def _fingerprint(value: Any, ns: dict[str, Any], depth: int = 0) -> Any:
@@ -139,28 +125,31 @@ def _fingerprint(value: Any, ns: dict[str, Any], depth: int = 0) -> Any:
         return ("object", id(value))
 
 
-def run_tests(
-    sources: dict[str, str], ns: dict[str, Any], only: set[str] | None = None
-) -> dict[str, QuestionResult]:
-    """Run the otter test files (all, or the questions in ``only``) against ``ns``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # otter's dependencies warn on import
-        from otter.test_files import ExceptionTestFile
-
+def run_tests(chapter: str, root: Path, session: InProcessSession,
+              only: set[str] | None = None) -> dict[str, QuestionResult]:  # fmt: skip
+    """Score the session's answers with the set's tests (all, or the questions in ``only``)
+    through the grader's one scoring function, :func:`initlab.grading.score`."""
+    files = [tf for tf in load_tests(chapter, root) if only is None or tf.name in only]
+    g = score(files, session, Grade("fixture", graded=False))
     out = {}
-    for q, src in sorted(sources.items()):
-        if only is not None and q not in only:
-            continue
-        tf = ExceptionTestFile.from_string(src, path=f"tests/{q}.py")
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tf.run(ns)
-        res = QuestionResult(float(tf.score), float(tf.possible))
-        for r in tf.test_case_results:
-            if not r.passed:
-                (res.failed_hidden if r.test_case.hidden else res.failed_public).append(r.message)
-        out[q] = res
+    for tf in files:
+        fb = g.feedback.get(tf.name, {"failed_public": [], "failed_hidden": 0})
+        res = QuestionResult(g.scores[tf.name], g.possible_by_question[tf.name])
+        res.failed_public = [f["message"] for f in fb["failed_public"]]
+        res.failed_hidden = ["a hidden test"] * fb["failed_hidden"]
+        out[tf.name] = res
     return out
+
+
+_LOADED: dict[tuple[str, Path], list[Any]] = {}
+
+
+def load_tests(chapter: str, root: Path) -> list[Any]:
+    """The set's test files, as the grader loads them from the bundle built under ``root``."""
+    key = (chapter, root)
+    if key not in _LOADED:
+        _LOADED[key] = _load_tests(autograder_zip(chapter, root).read_bytes())
+    return _LOADED[key]
 
 
 def params(source: str) -> set[str]:
@@ -185,23 +174,32 @@ def run_set(chapter: str, root: Path) -> SetRun:
     student = student_notebook(chapter)
     with tempfile.TemporaryDirectory(prefix="initlab-misc-") as tmp:
         sources = test_sources(chapter, root)
-        base_nb = solved(student, master)
-        base_ns, base_errors = execute(base_nb)
-        baseline = run_tests(sources, base_ns)
-        base_prints = {
-            n: _fingerprint(base_ns.get(n), base_ns) for s in sources.values() for n in params(s)
-        }
+        base, base_errors = execute(solved(student, master))
+        try:
+            baseline = run_tests(chapter, root, base)
+            base_ns = base.namespace
+            base_prints = {
+                n: _fingerprint(base_ns.get(n), base_ns)
+                for s in sources.values()
+                for n in params(s)
+            }
+        finally:
+            base.kill()
         results = {}
         for path in fixture_sets()[chapter]:
             fx = parse_fixture(path)
             sections = Path(tmp) / "sections.py"
             sections.write_text(fx.sections, encoding="utf-8")
-            ns, errors = execute(apply_fixture(solved(student, master), sections))
-            changed = {
-                q
-                for q, src in sources.items()
-                if any(_fingerprint(ns.get(n), ns) != base_prints[n] for n in params(src))
-            }
-            got = run_tests(sources, ns, only=changed)
+            session, errors = execute(apply_fixture(solved(student, master), sections))
+            try:
+                ns = session.namespace
+                changed = {
+                    q
+                    for q, src in sources.items()
+                    if any(_fingerprint(ns.get(n), ns) != base_prints[n] for n in params(src))
+                }
+                got = run_tests(chapter, root, session, only=changed)
+            finally:
+                session.kill()
             results[fx.name] = (fx, {**baseline, **got}, errors)
     return SetRun(baseline, base_errors, results)

@@ -10,7 +10,7 @@ import torch
 
 from initlab.grading import checks as C
 
-NUMBER = "a number (int, float, NumPy scalar or one-element tensor)"
+NUMBER = "a number (int, float, NumPy scalar or one-element tensor; float32 or float64)"
 
 
 @pytest.mark.parametrize(
@@ -25,6 +25,13 @@ NUMBER = "a number (int, float, NumPy scalar or one-element tensor)"
         (1 + 2j, "complex"),
         (torch.ones(2), "shape (2,)"),
         (torch.tensor(True), "torch.bool"),
+        # low-precision floats: 64 ulps of bfloat16 is 50 %, so a wrong answer would pass
+        (torch.tensor(0.25, dtype=torch.bfloat16), "torch.bfloat16"),
+        (torch.tensor(0.25, dtype=torch.float16), "torch.float16"),
+        (torch.tensor(0.25).to(torch.float8_e4m3fn), "torch.float8_e4m3fn"),
+        (np.float16(0.25), "float16"),
+        (np.array([0.25], dtype=np.float16), "float16"),
+        (torch.tensor(1 + 0j), "complex"),
     ],
 )
 def test_number_rejects_non_numbers_naming_both_types(value, got) -> None:
@@ -41,7 +48,16 @@ def test_number_rejects_non_numbers_naming_both_types(value, got) -> None:
 )
 def test_number_accepts_scalars_of_every_numeric_kind(value) -> None:
     assert C.number(value, "x") in (1.5, 3.0)
-    assert C.number(torch.tensor(0.25, dtype=torch.bfloat16), "x") == 0.25
+    assert C.number(torch.tensor(3, dtype=torch.int8), "x") == 3.0
+    assert C.number(np.uint16(3), "x") == 3.0
+
+
+def test_close_number_gives_no_marks_for_a_low_precision_guess() -> None:
+    """The red team's blank notebook: 1.0 in bfloat16 "matched" 1.3 (64 ulps of bfloat16 is
+    0.5 relative). A low-precision float is not a number here, whatever its value."""
+    for dtype in (torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2):
+        with pytest.raises(AssertionError, match="float32 or float64"):
+            C.close_number(torch.tensor(1.0).to(dtype), 1.3, "v")
 
 
 def test_number_rejects_nan_and_inf() -> None:

@@ -16,27 +16,35 @@ Three kinds of process, and only one of them runs submission code:
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import inspect
 import io
 import json
+import math
 import multiprocessing
 import os
 import re
+import stat
 import tempfile
 import time
+import warnings
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _protocol as P
+from . import _wire as W
 from ._bwrap import NO_SANDBOX_HELP, sandbox_self_test
 from ._paths import STUDENT_NOTEBOOK, autograder_zip, masters, repo_root
 
 MESSAGE_LIMIT = 300
+MAX_NOTEBOOK_BYTES = 16 << 20
+MAX_CELLS = 2000
+MAX_ERRORS = 30  # errors kept per submission
+ERROR_CELL = 4000  # characters of the CSV's error cell
+WORKER_MARGIN_S = 30.0  # past --timeout, before the parent kills a grading worker
+WORKER_MEMORY = 8 << 30  # address space of a grading worker (torch, otter, the tests)
 
 
 @dataclass
@@ -67,8 +75,6 @@ class Grade:
 
 def _load_tests(bundle: bytes) -> list[Any]:
     """The bundle's test files (otter ``ExceptionTestFile``), sorted by question name."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # otter's dependencies warn on import
         from otter.test_files import ExceptionTestFile
@@ -96,8 +102,8 @@ def _params(tc: Any) -> list[str]:
 class _Data:
     """A learner's value as it came from the sandbox (decoded afresh for every test)."""
 
-    def __init__(self, tree: Any, blobs: list[bytes]) -> None:
-        self.tree, self.blobs = tree, blobs
+    def __init__(self, node: Any, blobs: list[bytes]) -> None:
+        self.node, self.blobs = node, blobs
 
 
 class Proxy:
@@ -116,7 +122,7 @@ class Proxy:
 def _notebook_name(cells: list[str]) -> str:
     """The file name the init cell opens (``exercises.ipynb``, ``exercises_a.ipynb``, ...)."""
     for source in cells:
-        found = re.search(r"otter\.Notebook\(\s*[\"']([\w.-]+\.ipynb)[\"']", source)
+        found = re.search(r"otter\.Notebook\(\s*[\"']([\w.-]{1,80}\.ipynb)[\"']", source)
         if found:
             return found.group(1)
     return STUDENT_NOTEBOOK
@@ -124,7 +130,46 @@ def _notebook_name(cells: list[str]) -> str:
 
 def _message(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return P.short(text, MESSAGE_LIMIT)
+    return W.short(text, MESSAGE_LIMIT)
+
+
+def read_submission(path: Path) -> bytes:
+    """The bytes of a submitted file: opened without following a symlink, a regular file
+    only (not a FIFO, a device or a folder), at most :data:`MAX_NOTEBOOK_BYTES`; raises
+    ``ValueError`` saying which rule it breaks, without reading anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("a symbolic link, not a file (submit the notebook itself)") from None
+        raise ValueError(f"cannot be opened ({os.strerror(exc.errno or 0)})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_NOTEBOOK_BYTES:
+            raise ValueError(f"larger than {MAX_NOTEBOOK_BYTES >> 20} MiB")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_NOTEBOOK_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"larger than {MAX_NOTEBOOK_BYTES >> 20} MiB")
+    return data
+
+
+def notebook_cells(raw: bytes) -> list[str]:
+    """The code cells of a notebook's bytes; ``ValueError`` if it is not one."""
+    import nbformat
+
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    except Exception as exc:  # noqa: BLE001 - not a notebook, whatever the reason
+        raise ValueError(_message(exc)) from None
+    if not all(isinstance(c, str) for c in cells) or len(cells) > MAX_CELLS:
+        raise ValueError(f"not a notebook of at most {MAX_CELLS} code cells")
+    return cells
 
 
 _TESTS: dict[str, list[Any]] = {}
@@ -139,18 +184,19 @@ def grade_one(
     call_timeout: float,
 ) -> Grade:
     """Grade one submission (in a worker process); never raises for a bad submission."""
-    import nbformat
-
     from ._session import Session, SubmissionTimeout
 
     start, cpu = time.monotonic(), time.process_time()
     g = Grade(submission, graded=False)
+    files = _tests(bundle)
+    for tf in files:
+        g.possible_by_question[tf.name] = float(sum(tc.points or 0 for tc in tf.test_cases))
+        g.scores[tf.name] = 0.0
     try:
-        raw = Path(submission).read_bytes()
-        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
-        cells = [c.source for c in nb.cells if c.cell_type == "code"]
-    except Exception as exc:  # not a notebook at all
-        g.errors.append(f"not a readable notebook: {_message(exc)}")
+        raw = read_submission(Path(os.fsdecode(submission)))
+        cells = notebook_cells(raw)
+    except ValueError as exc:
+        g.errors.append(f"not a readable notebook: {W.short(exc)}")
         g.seconds = round(time.monotonic() - start, 2)
         return g
     session = Session(
@@ -163,39 +209,16 @@ def grade_one(
         deadline=start + timeout,
     )
     try:
-        session.launch()  # the sandbox imports torch while this process reads the tests
-        key = hashlib.sha256(bundle).hexdigest()
-        if key not in _TESTS:
-            _TESTS[key] = _load_tests(bundle)
-        files = _TESTS[key]
-        for tf in files:
-            g.possible_by_question[tf.name] = float(sum(tc.points or 0 for tc in tf.test_cases))
-            g.scores[tf.name] = 0.0
         session.start()
-        env: dict[str, Any] = {}
-        names = sorted({p for tf in files for tc in tf.test_cases for p in _params(tc)} - {"env"})
-        found = 0
-        for name in names:
-            kind, data = session.value(name)
-            if kind == "callable":
-                env[name] = Proxy(session, name)
-            elif kind == "value":
-                env[name] = _Data(*data)
-            found += kind != "missing"
-        if not found:
-            g.status = "wrong notebook"
-            g.errors.append(f"none of the answers {', '.join(names)} is defined")
-        else:
-            _run_tests(files, env, g)
-            g.graded, g.status = True, "ok"
+        score(files, session, g)
     except SubmissionTimeout:
         g.errors.append(f"timed out after {timeout:g} s; not graded")
         g.scores = {q: 0.0 for q in g.scores}
-        g.feedback = {}
+        g.feedback, g.status, g.graded = {}, "not graded", False
     except Exception as exc:
         g.errors.append(f"grading failed: {_message(exc)}")
         g.scores = {q: 0.0 for q in g.scores}
-        g.feedback = {}
+        g.feedback, g.status, g.graded = {}, "not graded", False
     finally:
         session.kill()
     g.errors[:0] = [f"cell {i}: {e}" for i, e in sorted(session.cell_errors.items())]
@@ -204,21 +227,77 @@ def grade_one(
     return g
 
 
-def _run_tests(files: list[Any], env: dict[str, Any], g: Grade) -> None:
+def _tests(bundle: bytes) -> list[Any]:
+    key = hashlib.sha256(bundle).hexdigest()
+    if key not in _TESTS:
+        _TESTS[key] = _load_tests(bundle)
+    return _TESTS[key]
+
+
+def score(files: list[Any], session: Any, g: Grade) -> Grade:
+    """The one scoring function: every test of ``files`` on the answers ``session`` gives.
+
+    ``session`` is a :class:`~initlab.grading._session.Session` (the sandbox) or an
+    :class:`~initlab.grading._session.InProcessSession` (the test suite's trusted notebooks),
+    whose notebook has run: each answer name is bound to the learner's value (decoded afresh
+    from the wire for every test) or to a :class:`Proxy` of their function. Sets ``g``'s
+    scores, feedback, status and errors; returns ``g``.
+    """
+    for tf in files:
+        g.possible_by_question[tf.name] = float(sum(tc.points or 0 for tc in tf.test_cases))
+        g.scores[tf.name] = 0.0
+    env: dict[str, Any] = {}
+    names = sorted({p for tf in files for tc in tf.test_cases for p in _params(tc)} - {"env"})
+    found = 0
+    for name in names:
+        kind, data = session.value(name)
+        if kind == "callable":
+            env[name] = Proxy(session, name)
+        elif kind == "value":
+            env[name] = _Data(*data)
+        found += kind != "missing"
+    if not found:
+        g.status = "wrong notebook"
+        g.errors.append(f"none of the answers {', '.join(names)} is defined")
+        return g
+    with warnings.catch_warnings():  # a warning is not a failure, in any process
+        warnings.simplefilter("ignore")
+        _run_tests(files, env, g, session)
+    g.errors.extend(msg for _, msg in sorted(session.hung.items()))
+    g.graded, g.status = True, "ok"
+    return g
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _run_tests(files: list[Any], env: dict[str, Any], g: Grade, session: Any) -> None:
     """Every public test of every question, then every hidden one (so nothing the sandbox saw
-    of a hidden test's inputs can reach a public test's message)."""
+    of a hidden test's inputs can reach a public test's message). Each test starts from
+    generators seeded by its name, and each of its calls into the sandbox from a seed of its
+    name and the call's number: the same answers always get the same score."""
     for hidden in (False, True):
         for tf in files:
             fb = g.feedback.setdefault(tf.name, {"failed_public": [], "failed_hidden": 0})
             for tc in tf.test_cases:
                 if bool(tc.hidden) != hidden:
                     continue
+                _seed(W.seed_of(tc.name))
+                session.begin_test(tc.name)
                 try:
                     kwargs = {}
                     for p in _params(tc):
                         v = env.get(p)
                         if isinstance(v, _Data):  # a fresh copy for every test
-                            v = P.decode(v.tree, v.blobs, [])
+                            v = W.decode(v.node, v.blobs, [])
                         kwargs[p] = env if p == "env" else v
                     tc.body.test_func(**kwargs)
                     g.scores[tf.name] += float(tc.points or 0)
@@ -229,33 +308,46 @@ def _run_tests(files: list[Any], env: dict[str, Any], g: Grade) -> None:
                         msg = _message(exc)
                         fb["failed_public"].append({"test": tc.name, "message": msg})
                     del exc
-    g.errors.extend(msg for _, msg in sorted(_hung(env).items()))
-
-
-def _hung(env: dict[str, Any]) -> dict[str, str]:
-    for v in env.values():
-        if isinstance(v, Proxy):
-            return dict(v._session.hung)
-    return {}
 
 
 # --- output -------------------------------------------------------------------------------------
 
 
+def display_name(name: str) -> str:
+    """A submission's path as text: bytes that are not UTF-8 shown as ``\\xNN`` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _text(value: Any, limit: int | None = None) -> str:
+    """``str(value)`` that any UTF-8 file can hold (lone surrogates escaped), cut to ``limit``."""
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def feedback_name(name: str) -> str:
+    """The feedback file of submission ``name``: a sanitised stem (at most 60 characters)
+    and a short hash of the full path's bytes, so distinct submissions never share a file."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", display_name(Path(name).stem))[:60].strip("._")
+    return f"{stem or 'submission'}-{hashlib.sha256(os.fsencode(name)).hexdigest()[:10]}.json"
+
+
 def feedback_json(grade: Grade) -> dict[str, Any]:
     """The learner-facing feedback: scores, failed *public* tests' messages, hidden counts."""
     return {
-        "file": grade.file,
+        "file": display_name(grade.file),
         "graded": grade.graded,
         "status": grade.status,
         "total": grade.total,
         "possible": grade.possible,
-        "errors": grade.errors,
+        "errors": [_text(e, MESSAGE_LIMIT) for e in grade.errors[:MAX_ERRORS]],
         "questions": {
             q: {
                 "score": grade.scores.get(q, 0.0),
                 "possible": grade.possible_by_question[q],
-                "failed_public_tests": grade.feedback.get(q, {}).get("failed_public", []),
+                "failed_public_tests": [
+                    {k: _text(v, MESSAGE_LIMIT) for k, v in f.items()}
+                    for f in grade.feedback.get(q, {}).get("failed_public", [])
+                ],
                 "failed_hidden_tests": grade.feedback.get(q, {}).get("failed_hidden", 0),
             }
             for q in sorted(grade.possible_by_question)
@@ -265,16 +357,16 @@ def feedback_json(grade: Grade) -> dict[str, Any]:
 
 def csv_cell(value: Any) -> str:
     """``value`` as a CSV cell that no spreadsheet runs as a formula (a leading ``'``)."""
-    text = str(value)
+    text = _text(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -283,14 +375,16 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def csv_text(grades: list[Grade], questions: list[str]) -> str:
-    """The gradebook as CSV text: one row per grade, every cell passed through :func:`csv_cell`."""
+    """The gradebook as CSV text: one row per grade, every cell passed through :func:`csv_cell`;
+    the error cell holds at most :data:`MAX_ERRORS` errors in :data:`ERROR_CELL` characters."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["file", *questions, "total", "possible", "seconds", "status", "error"])
     for g in grades:
-        row = [g.file, *(f"{g.scores.get(q, 0.0):g}" for q in questions)]
+        row = [display_name(g.file), *(f"{g.scores.get(q, 0.0):g}" for q in questions)]
         row += [f"{g.total:g}", f"{g.possible:g}", f"{g.seconds:.2f}", g.status]
-        row.append(" | ".join(g.errors))
+        row.append(_text(" | ".join(_text(e, MESSAGE_LIMIT) for e in g.errors[:MAX_ERRORS]),
+                         ERROR_CELL))  # fmt: skip
         w.writerow([csv_cell(c) for c in row])
     return buf.getvalue()
 
@@ -321,6 +415,85 @@ def verified_bundle(chapter: str, root: Path) -> bytes:
     return data
 
 
+def _worker(conn: Any, bundle: bytes, args: tuple[Any, ...]) -> None:
+    """A grading worker: grades the submissions the parent sends, one at a time."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+    while True:
+        try:
+            submission = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(grade_one(bundle, submission, *args))
+
+
+class _Worker:
+    """A worker process and the submission it grades now, with the parent's deadline."""
+
+    def __init__(self, ctx: Any, bundle: bytes, args: tuple[Any, ...]) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, bundle, args), daemon=True)
+        self.proc.start()
+        child.close()
+        self.index: int | None = None
+        self.until = math.inf
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+        from . import _bwrap
+
+        reap = getattr(_bwrap, "reap", None)
+        if reap is not None:
+            reap(self.proc.pid)  # the sandboxes a killed worker could not clean up
+
+
+def _pool(submissions: list[str], jobs: int, bundle: bytes, args: tuple[Any, ...],
+          limit: float) -> list[Grade]:  # fmt: skip
+    """Grade ``submissions`` with ``jobs`` workers; the parent keeps each one's clock: a
+    worker past ``limit`` seconds on one submission, or one that dies, is killed and replaced,
+    and costs only that submission its grade."""
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    todo = list(range(len(submissions)))[::-1]
+    grades: list[Grade | None] = [None] * len(submissions)
+    idle: list[_Worker] = []
+    busy: list[_Worker] = []
+    try:
+        while todo or busy:
+            while todo and len(busy) < jobs:
+                w = idle.pop() if idle else _Worker(ctx, bundle, args)
+                w.index, w.until = todo.pop(), time.monotonic() + limit
+                w.conn.send(submissions[w.index])
+                busy.append(w)
+            left = min(w.until for w in busy) - time.monotonic()
+            ready = wait([w.conn for w in busy], timeout=max(0.0, left))
+            for w in list(busy):
+                why = None
+                if w.conn in ready:
+                    try:
+                        grades[w.index] = w.conn.recv()
+                    except (EOFError, OSError) as exc:
+                        why = f"the grader's worker stopped ({_message(exc)})"
+                elif time.monotonic() >= w.until:
+                    why = f"not graded within {limit:g} s (the --timeout and a margin)"
+                else:
+                    continue
+                busy.remove(w)
+                if why is None:
+                    idle.append(w)
+                    continue
+                w.stop()
+                grades[w.index] = Grade(submissions[w.index], graded=False, errors=[why])
+    finally:
+        for w in idle + busy:
+            w.stop()
+    return [g for g in grades if g is not None]
+
+
 def grade(
     chapter: str,
     submissions: list[Path],
@@ -335,8 +508,9 @@ def grade(
 ) -> list[Grade]:
     """Grade ``submissions`` for ``chapter``; write the CSV (and feedback files); return grades.
 
-    Raises :class:`~initlab.grading._bwrap.SandboxUnavailable` if ``sandbox`` and no
-    bubblewrap sandbox can be made here.
+    Every submission gets a row within ``timeout`` + :data:`WORKER_MARGIN_S` seconds of its
+    start, whatever it contains. Raises :class:`~initlab.grading._bwrap.SandboxUnavailable`
+    if ``sandbox`` and no bubblewrap sandbox can be made here.
     """
     from ._bwrap import SandboxUnavailable
 
@@ -346,7 +520,7 @@ def grade(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
     for name, v in (("timeout", timeout), ("call_timeout", call_timeout)):
-        if v <= 0:
+        if not v > 0:
             raise ValueError(f"{name} must be > 0 seconds, got {v!r}")
     cell_timeout = cell_timeout or max(5.0, timeout / 4)
     if sandbox:
@@ -354,36 +528,24 @@ def grade(
         if why is not None:
             raise SandboxUnavailable(NO_SANDBOX_HELP.format(why=why))
     bundle = verified_bundle(chapter, root)
-    questions = [tf.name for tf in _load_tests(bundle)]
+    files = _load_tests(bundle)
+    questions = [tf.name for tf in files]
     args = (sandbox, timeout, cell_timeout, call_timeout)
-    ctx = multiprocessing.get_context("spawn")
-    grades: list[Grade] = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(grade_one, bundle, str(s), *args) for s in submissions]
-        for s, fut in zip(submissions, futures, strict=True):
-            try:
-                grades.append(fut.result())
-            except (BrokenProcessPool, Exception) as exc:  # a worker died: no grade
-                g = Grade(str(s), graded=False, errors=[f"grader worker failed: {_message(exc)}"])
-                grades.append(g)
-    possible = _question_possible_from(bundle)
+    names = [os.fsdecode(s) for s in submissions]
+    grades = _pool(names, jobs, bundle, args, timeout + WORKER_MARGIN_S)
     for g in grades:
-        for q, p in possible.items():
-            g.possible_by_question.setdefault(q, p)
-            g.scores.setdefault(q, 0.0)
+        for tf in files:
+            g.possible_by_question.setdefault(
+                tf.name, sum(float(tc.points or 0) for tc in tf.test_cases)
+            )
+            g.scores.setdefault(tf.name, 0.0)
         if not sandbox:
             g.status = "unsandboxed" if g.status == "ok" else f"{g.status}; unsandboxed"
     # Every worker has ended: only now are the gradebook and the feedback written.
     if out is not None:
         _atomic_write(Path(out), csv_text(grades, questions))
     if feedback_dir is not None:
-        for i, g in enumerate(grades):
-            name = f"{i:03d}-{Path(g.file).stem}.json"
-            _atomic_write(Path(feedback_dir) / name, json.dumps(feedback_json(g), indent=1) + "\n")
+        for g in grades:
+            text = json.dumps(feedback_json(g), indent=1, ensure_ascii=False) + "\n"
+            _atomic_write(Path(feedback_dir) / feedback_name(g.file), text)
     return grades
-
-
-def _question_possible_from(bundle: bytes) -> dict[str, float]:
-    return {
-        tf.name: float(sum(tc.points or 0 for tc in tf.test_cases)) for tf in _load_tests(bundle)
-    }

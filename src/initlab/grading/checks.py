@@ -54,7 +54,7 @@ _EPS64 = 2.0**-52
 _sha256 = hashlib.sha256
 
 
-_NUMBER = "a number (int, float, NumPy scalar or one-element tensor)"
+_NUMBER = "a number (int, float, NumPy scalar or one-element tensor; float32 or float64)"
 
 
 def describe(value: Any) -> str:
@@ -92,13 +92,24 @@ def _float_eps(value: Any) -> float:
     return _EPS64
 
 
+def _precise(dtype: Any) -> bool:
+    """Whether numbers of ``dtype`` can carry an answer: integers, float32 and float64 (not
+    bool, complex, float16, bfloat16 or float8, whose rounding would pass a wrong answer)."""
+    if _isinstance(dtype, _dtype):
+        return dtype in (torch.float32, torch.float64) or (
+            not dtype.is_floating_point and not dtype.is_complex and dtype != _torch_bool
+        )
+    return _getattr(dtype, "kind", "") in ("i", "u") or str(dtype) in ("float32", "float64")
+
+
 def number(value: Any, name: str) -> float:
     """Return ``value`` as a finite Python float, or fail naming the type expected and got.
 
-    Accepted: ``int``, ``float``, a NumPy integer or floating scalar, a 0-d or one-element NumPy
-    array or tensor of an integer or floating dtype (float32 included). Rejected with a message
-    naming ``name``: ``bool``, ``str`` (even ``"1.5"``), lists, ``None``, ``...``, complex
-    numbers, tensors of other sizes. Raises ``AssertionError`` so that the failure reads as a
+    Accepted: ``int``, ``float``, a NumPy integer, float32 or float64 scalar, a 0-d or
+    one-element NumPy array or tensor of an integer, float32 or float64 dtype. Rejected with a
+    message naming ``name``: ``bool``, ``str`` (even ``"1.5"``), lists, ``None``, ``...``,
+    complex numbers, tensors of other sizes, and the low-precision floats (float16, bfloat16,
+    float8), whose rounding is wider than a question's tolerance. Raises ``AssertionError`` so that the failure reads as a
     test message.
 
     Example:
@@ -110,15 +121,10 @@ def number(value: Any, name: str) -> float:
     if _isinstance(value, (_Tensor, _ndarray)):
         size = _numel(value) if _isinstance(value, _Tensor) else value.size
         assert size == 1, bad
-        dtype = value.dtype
-        if _isinstance(dtype, _dtype):
-            ok = dtype.is_floating_point or (not dtype.is_complex and dtype != _torch_bool)
-        else:
-            ok = dtype.kind in "fiu"
-        assert ok, bad
+        assert _precise(value.dtype), bad
         value = _item(value) if _isinstance(value, _Tensor) else value.reshape(-1)[0].item()
     elif _isinstance(value, _np_generic):
-        assert _isinstance(value, (_np_floating, _np_integer)), bad
+        assert _precise(value.dtype), bad
         value = value.item()
     assert _isinstance(value, (_int, _float)) and not _isinstance(value, _bool), bad
     out = _float(value)
