@@ -31,6 +31,7 @@ its user namespace.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -46,20 +47,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from . import _protocol as P
-
-ETC = tuple(  # the parts of /etc a Python process reads (not /etc/shadow and the like)
-    f"/etc/{name}"
-    for name in (
-        "ld.so.cache ld.so.conf ld.so.conf.d passwd group nsswitch.conf localtime "
-        "alternatives fonts"
-    ).split()
-)
+_ETC = "ld.so.cache ld.so.conf ld.so.conf.d passwd group nsswitch.conf localtime alternatives fonts"
+ETC = tuple(f"/etc/{name}" for name in _ETC.split())  # what Python reads (not /etc/shadow, ...)
 MEMORY_BYTES = 4 << 30
 TMP_BYTES = 256 << 20
 SHM_BYTES = 64 << 20
 PIDS_MAX = 64  # threads count: the driver, torch's pools and bubblewrap's two processes
 NOFILE = 256
+CGROUP_MEMORY_BYTES = MEMORY_BYTES + TMP_BYTES + SHM_BYTES
 DENIED = (  # fail with EPERM; process creation is handled apart
     "memfd_create memfd_secret io_uring_setup io_uring_enter io_uring_register userfaultfd "
     "bpf perf_event_open keyctl add_key request_key ptrace process_vm_readv process_vm_writev "
@@ -119,8 +114,9 @@ def seccomp_filter() -> Any:
 
 
 def _bpf_file() -> IO[bytes]:
+    program = seccomp_filter()
     f = tempfile.TemporaryFile()
-    seccomp_filter().export_bpf(f)
+    program.export_bpf(f)
     f.seek(0)
     return f
 
@@ -175,17 +171,13 @@ def bwrap_command(bwrap: str, seccomp_fd: int | None, notebook_fd: int, name: st
 
 def _env() -> dict[str, str]:
     one = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    tmp = {"HOME": "/tmp", "TMPDIR": "/tmp", "MPLCONFIGDIR": "/tmp/.matplotlib"}
+    other = "PATH=/usr/bin:/bin LANG=C.UTF-8 MPLBACKEND=Agg PYTHONHASHSEED=0 INITLAB_PROGRESS=0"
     return {
         **one,
-        "HOME": "/tmp",
-        "TMPDIR": "/tmp",
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": "/tmp/.matplotlib",
-        "PYTHONHASHSEED": "0",
+        **tmp,
+        **dict(kv.split("=") for kv in other.split()),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "INITLAB_PROGRESS": "0",
     }
 
 
@@ -207,6 +199,11 @@ def _limits() -> None:  # kept for older callers (a preexec_fn); launch() uses L
         resource.setrlimit(getattr(resource, k), (n, n))
 
 
+def _short(text: str, limit: int = 300) -> str:
+    s = " ".join(text.split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
 def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
@@ -214,7 +211,7 @@ def find_bwrap() -> str | None:
 # --- cgroups ------------------------------------------------------------------------------------
 
 _COUNTER = itertools.count()
-_V1 = {
+_V1 = {  # a file ending in "?" is set where it exists (swap accounting may be off)
     "memory": {"memory.limit_in_bytes": "{mem}", "memory.memsw.limit_in_bytes?": "{mem}"},
     "pids": {"pids.max": "{pids}"},
     "cpu": {"cpu.shares": "1024", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"},
@@ -228,104 +225,85 @@ _V2 = {
 
 
 def _hierarchies() -> list[tuple[Path, dict[str, dict[str, str]]]]:
-    """This process's cgroup folder in each hierarchy, with the settings of its controllers
-    that a child can have (v1: those of the hierarchy; v2: those the folder delegates)."""
+    """This process's cgroup folder in each hierarchy, with the settings of the controllers a
+    child of it can have (v1: those of the hierarchy; v2: those the folder delegates)."""
     lines = Path("/proc/self/cgroup").read_text().splitlines()
     own = {ctrl: path for _, ctrl, path in (line.split(":", 2) for line in lines)}
     found: dict[Path, dict[str, dict[str, str]]] = {}
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
-        fstype, _, opts = (right.split() + ["", "", ""])[:3]
-        root, mnt = left.split()[3:5]
+        (root, mnt), (fstype, _, opts) = left.split()[3:5], (right.split() + ["", ""])[:3]
+        ctrls = set(opts.split(","))
         key = "" if fstype == "cgroup2" else None
         if fstype == "cgroup":
-            key = next((k for k in own if k and set(k.split(",")) <= set(opts.split(","))), None)
+            key = next((k for k in own if k and set(k.split(",")) <= ctrls), None)
         rel = own.get(key) if key is not None else None
         if rel is None or not (rel + "/").startswith(root.rstrip("/") + "/"):
-            continue
+            continue  # this process's cgroup is not under the mount
         d = Path(mnt, rel[len(root) :].lstrip("/"))
-        if key == "":
-            try:
-                wanted = (d / "cgroup.subtree_control").read_text().split()
-            except OSError:
-                continue
-            found[d] = {c: s for c, s in _V2.items() if c in wanted}
-        else:
-            found[d] = {c: s for c, s in _V1.items() if c in key.split(",")}
+        with contextlib.suppress(OSError):
+            ctrls = set((d / "cgroup.subtree_control").read_text().split()) if key == "" else ctrls
+            found[d] = {c: v for c, v in (_V2 if key == "" else _V1).items() if c in ctrls}
     return [(d, ctrl) for d, ctrl in found.items() if ctrl]
 
 
 def _make_cgroups() -> tuple[list[Path], str]:
-    """One fresh cgroup per hierarchy that offers a controller here, and what they bound."""
-    made, what, values = [], [], {"mem": MEMORY_BYTES + TMP_BYTES + SHM_BYTES, "pids": PIDS_MAX}
+    """A fresh cgroup in each hierarchy that offers a controller here, and what they bound."""
+    made, what, values = [], [], {"mem": CGROUP_MEMORY_BYTES, "pids": PIDS_MAX}
     name = f"initlab-{os.getpid()}-{next(_COUNTER)}"
     try:
         hierarchies = _hierarchies()
     except (OSError, ValueError):
         hierarchies = []
     for base, controllers in hierarchies:
-        for stale in base.glob("initlab-*-*"):  # left by a grader that died
-            pid = stale.name.split("-")[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                _rmdir(stale, tries=1)
+        for stale in base.glob("initlab-*-*"):  # empty ones left by a grader that died
+            with contextlib.suppress(OSError):
+                old = time.time() - stale.stat().st_mtime > 60
+                if old and not Path("/proc", stale.name.split("-")[1]).exists():
+                    stale.rmdir()
         d = base / name
         try:
             d.mkdir()
-            for settings in controllers.values():
-                for file, value in settings.items():
-                    if not file.endswith("?") or (d / file[:-1]).exists():
-                        (d / file.rstrip("?")).write_text(value.format(**values))
-        except (OSError, ValueError):
+            for file, value in (kv for c in controllers.values() for kv in c.items()):
+                if not file.endswith("?") or (d / file[:-1]).exists():
+                    (d / file.rstrip("?")).write_text(value.format(**values))
+        except OSError:
             _rmdir(d, tries=1)
             continue
         made.append(d)
         what += [c for c in controllers if c not in what]
     if not made:
-        return [], "rlimits only (no writable cgroup)"
-    mem = f"memory {values['mem'] / 2**30:.2f} GiB (no swap)"
-    parts = {"memory": mem, "pids": f"pids {PIDS_MAX}", "cpu": "cpu shares equal, quota 1 core"}
+        return [], "rlimits only (no writable cgroup):"
+    parts = {"memory": f"memory {values['mem'] / 2**30:.2f} GiB (no swap)"}
+    parts |= {"pids": f"pids {PIDS_MAX}", "cpu": "cpu shares equal, quota 1 core"}
     version = "v2" if any((d / "cgroup.kill").exists() for d in made) else "v1"
-    return made, f"cgroup {version}: " + ", ".join(parts.get(c, c) for c in what)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass
-    return True
+    return made, f"cgroup {version}: " + ", ".join(parts.get(c, c) for c in what) + "; rlimits"
 
 
 def _rmdir(d: Path, tries: int = 50) -> None:
-    for i in range(tries):
+    for _ in range(tries):
         try:
-            d.rmdir()
-            return
+            return d.rmdir()
         except FileNotFoundError:
-            return
+            return None
         except OSError:
-            if i + 1 < tries:
-                time.sleep(0.02)
+            time.sleep(0.02)
 
 
 def _procs(d: Path) -> list[int]:
-    try:
+    with contextlib.suppress(OSError):
         return [int(p) for p in (d / "cgroup.procs").read_text().split()]
-    except OSError:
-        return []
+    return []
 
 
 def _cpu_seconds(d: Path) -> float | None:
     """The CPU seconds cgroup ``d`` counted (cpuacct on v1, cpu.stat on v2), if it counts them."""
-    try:
+    with contextlib.suppress(OSError, KeyError, ValueError):
         if (d / "cpuacct.usage").exists():
             return int((d / "cpuacct.usage").read_text()) / 1e9
         stat = dict(line.split() for line in (d / "cpu.stat").read_text().splitlines())
         return int(stat["usage_usec"]) / 1e6
-    except (OSError, KeyError, ValueError):
-        return None
+    return None
 
 
 def _tree_cpu(pid: int) -> float:
@@ -333,16 +311,11 @@ def _tree_cpu(pid: int) -> float:
     import psutil
 
     total = 0.0
-    try:
+    with contextlib.suppress(psutil.Error):
         root = psutil.Process(pid)
         for p in [root, *root.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-    except psutil.Error:
-        pass
+            with contextlib.suppress(psutil.Error):
+                total += sum(p.cpu_times()[:2])
     return total
 
 
@@ -365,19 +338,12 @@ class Sandbox:
         cpu = 0.0 if counted else _tree_cpu(self.proc.pid)
         deadline = time.monotonic() + 10
         while True:
-            if self.proc.returncode is None:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            for d in self.cgroups:
-                if (d / "cgroup.kill").exists():
-                    (d / "cgroup.kill").write_text("1")
-                for pid in _procs(d):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+            pids = [p for d in self.cgroups for p in _procs(d)]
+            if self.proc.returncode is None:  # its process group too (the unsandboxed driver's)
+                pids.append(-self.proc.pid)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             if self.proc.poll() is None:
                 self.proc.kill()
             if not any(_procs(d) for d in self.cgroups) or time.monotonic() > deadline:
@@ -401,56 +367,46 @@ def launch(driver: list[str], notebook: bytes, notebook_name: str, *, sandboxed:
     bubblewrap, or with ``sandboxed=False`` as a plain child process in a fresh temporary folder
     (for trusted notebooks); both bounded by the rlimits and, where there is one, a cgroup."""
     files: list[IO[bytes]] = []
-    workdir = None
+    workdir = cgroups = None
     try:
         if sandboxed:
-            bwrap = find_bwrap()
-            if bwrap is None:
+            if (bwrap := find_bwrap()) is None:
                 raise SandboxUnavailable("bwrap (bubblewrap) is not installed")
-            files.append(_bpf_file())
-            files.append(tempfile.TemporaryFile())
+            files = [_bpf_file(), tempfile.TemporaryFile()]
             files[1].write(notebook)
             files[1].seek(0)
             cmd = bwrap_command(bwrap, files[0].fileno(), files[1].fileno(), notebook_name)
-            for k, v in _env().items():
-                cmd += ["--setenv", k, v]
-            cmd += driver
+            cmd += [a for k, v in _env().items() for a in ("--setenv", k, v)] + driver
             env, cwd = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
         else:
-            cmd, env = driver, {**os.environ, **_env()}
             workdir = cwd = tempfile.mkdtemp(prefix="initlab-")
             Path(cwd, Path(notebook_name).name).write_bytes(notebook)
-            env["HOME"] = env["TMPDIR"] = cwd
-            env["MPLCONFIGDIR"] = cwd + "/.matplotlib"
+            env = {**os.environ, **_env(), "HOME": cwd, "TMPDIR": cwd}
+            cmd, env["MPLCONFIGDIR"] = driver, cwd + "/.matplotlib"
         cgroups, bounds = _make_cgroups()
         config = {"rlimits": RLIMITS, "procs": [str(d / "cgroup.procs") for d in cgroups]}
-        config["argv"] = cmd
-        limits = f"{bounds}; rlimits AS {MEMORY_BYTES >> 20} MiB, FSIZE {TMP_BYTES >> 20} MiB, "
-        limits += f"NOFILE {NOFILE}, CORE 0"
-        if sandboxed:
-            limits += f"; /tmp {TMP_BYTES >> 20} MiB, /dev/shm {SHM_BYTES >> 20} MiB, seccomp"
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps(config)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=[f.fileno() for f in files],
-                start_new_session=True,
-                env=env,
-                cwd=cwd,
-            )
-        except BaseException:
-            for d in cgroups:
-                _rmdir(d, tries=1)
-            raise
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps({**config, "argv": cmd})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=[f.fileno() for f in files],
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+        )
     except BaseException:
+        for d in cgroups or []:
+            _rmdir(d, tries=1)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     finally:
         for f in files:
             f.close()
+    limits = f"{bounds} AS {MEMORY_BYTES >> 20} MiB, FSIZE {TMP_BYTES >> 20} MiB, NOFILE {NOFILE}"
+    if sandboxed:
+        limits += f"; /tmp {TMP_BYTES >> 20} MiB, /dev/shm {SHM_BYTES >> 20} MiB; seccomp"
     box = Sandbox(proc, cgroups, limits)
     box.workdir = workdir
     return box
@@ -462,7 +418,7 @@ def sandbox_self_test() -> str | None:
     try:
         box = launch([sys.executable, "-I", "-c", probe], b"{}", "self-test.ipynb", sandboxed=True)
     except (SandboxUnavailable, OSError) as exc:
-        return P.short(str(exc), 300)
+        return _short(str(exc))
     try:
         _, err = box.proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -470,5 +426,5 @@ def sandbox_self_test() -> str | None:
     finally:
         box.kill()
     if box.proc.returncode != 0:
-        return P.short(err.decode(errors="replace") or f"exit {box.proc.returncode}", 300)
+        return _short(err.decode(errors="replace") or f"exit {box.proc.returncode}")
     return None
