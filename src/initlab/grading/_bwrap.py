@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -121,12 +120,6 @@ def _bpf_file() -> IO[bytes]:
     return f
 
 
-def seccomp_no_fork() -> bytes:
-    """The filter as BPF bytes (what ``bwrap --seccomp`` reads); kept for older callers."""
-    with _bpf_file() as f:
-        return f.read()
-
-
 def _package_root() -> Path:
     """The folder that holds the ``initlab`` package (``src/`` of an editable install)."""
     import initlab
@@ -192,11 +185,6 @@ for p in c["procs"]:
         f.write(str(os.getpid()))
 os.execv(c["argv"][0], c["argv"])
 """
-
-
-def _limits() -> None:  # kept for older callers (a preexec_fn); launch() uses LAUNCHER
-    for k, n in RLIMITS.items():
-        resource.setrlimit(getattr(resource, k), (n, n))
 
 
 def _short(text: str, limit: int = 300) -> str:
