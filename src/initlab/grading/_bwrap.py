@@ -392,7 +392,8 @@ def launch(driver: list[str], notebook: bytes, notebook_name: str, *, sandboxed:
     finally:
         for f in files:
             f.close()
-    limits = f"{bounds} AS {MEMORY_BYTES >> 20} MiB, FSIZE {TMP_BYTES >> 20} MiB, NOFILE {NOFILE}"
+    limits = f"{bounds} AS {MEMORY_BYTES >> 20} MiB, FSIZE {TMP_BYTES >> 20} MiB, "
+    limits += f"NOFILE {NOFILE}, CORE 0"
     if sandboxed:
         limits += f"; /tmp {TMP_BYTES >> 20} MiB, /dev/shm {SHM_BYTES >> 20} MiB; seccomp"
     box = Sandbox(proc, cgroups, limits)
