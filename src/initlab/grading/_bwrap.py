@@ -268,6 +268,18 @@ def _make_cgroups() -> tuple[list[Path], str]:
     return made, f"cgroup {version}: " + ", ".join(parts.get(c, c) for c in what) + "; rlimits"
 
 
+def reap(owner: int) -> None:
+    """Kill and remove the cgroups of the sandboxes started by process ``owner`` (a grading
+    worker the grader killed: it could not clean up after itself)."""
+    with contextlib.suppress(OSError, ValueError):
+        for base, _ in _hierarchies():
+            for d in base.glob(f"initlab-{owner}-*"):
+                for pid in _procs(d):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                _rmdir(d)
+
+
 def _rmdir(d: Path, tries: int = 50) -> None:
     for _ in range(tries):
         try:

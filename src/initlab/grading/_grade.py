@@ -443,11 +443,9 @@ class _Worker:
         self.proc.kill()
         self.proc.join()
         self.conn.close()
-        from . import _bwrap
+        from ._bwrap import reap
 
-        reap = getattr(_bwrap, "reap", None)
-        if reap is not None:
-            reap(self.proc.pid)  # the sandboxes a killed worker could not clean up
+        reap(self.proc.pid)  # the sandboxes a killed worker could not clean up
 
 
 def _pool(submissions: list[str], jobs: int, bundle: bytes, args: tuple[Any, ...],
