@@ -88,7 +88,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--site-dir",
         metavar="DIR",
         help="check the built site in DIR (a _build/html built elsewhere; its sources are read "
-        "from two folders up) instead of this checkout's _build/html",
+        "from two folders up) instead of this checkout's _build/html. Write --site-dir=DIR: "
+        "pytest reads a separate DIR as a test path before it knows this option",
     )
     group.addoption(
         "--chromium",

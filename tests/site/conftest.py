@@ -1,12 +1,12 @@
 """Fixtures for the checks of the rendered book: the site, its pages, one headless Chromium.
 
-The site is ``--site-dir DIR`` when given (a ``_build/html`` built elsewhere; its sources are
+The site is ``--site-dir=DIR`` when given (a ``_build/html`` built elsewhere; its sources are
 read from two folders up), else this checkout's ``_build/html`` as ``make book`` built it (the
 ``built_book`` fixture of the top-level conftest.py, which fails with the command to run when
 the build is missing, failed or stale).
 Pages come from that source tree's ``_toc.yml``, so a new chapter is checked automatically.
 
-Chromium: ``--chromium PATH``, else Debian's ``/usr/bin/chromium`` (or ``chromium`` on PATH),
+Chromium: ``--chromium=PATH``, else Debian's ``/usr/bin/chromium`` (or ``chromium`` on PATH),
 driven by Playwright with ``executable_path`` (no ``playwright install``). Without it the
 browser tests are skipped with a message saying how to install it, unless
 ``--require-browser`` (which `make test` passes when ``CI=true``) turns the skip into a failure. The file-based checks (links, launch buttons, previous/
@@ -178,7 +178,7 @@ def browser(pytestconfig: pytest.Config):
             "Chromium is not installed (/usr/bin/chromium, or `chromium` on PATH): the browser "
             "checks of the rendered book are skipped. Install it with "
             "`sudo apt-get update && sudo apt-get install -y chromium`, or name it with "
-            "--chromium PATH (CI passes --require-browser, which makes this an error)."
+            "--chromium=PATH (CI passes --require-browser, which makes this an error)."
         )
         if pytestconfig.getoption("require_browser"):
             pytest.fail(f"{msg} --require-browser forbids skipping them.", pytrace=False)
