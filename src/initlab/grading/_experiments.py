@@ -2,8 +2,7 @@
 code): variance ratios through random MLPs, norms of random matrix products, residual growth,
 a measured chi_1. Re-exported by :mod:`initlab.grading.checks`, which the tests import.
 
-Like ``checks``, this module binds every torch and math function it uses when it is imported,
-so a learner's later monkeypatching of torch or math does not change what it computes.
+They run in the grader's own process, which never runs submission code: plain code.
 """
 
 from __future__ import annotations
@@ -14,15 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-_range, _len, _sum, _type, _all, _tuple, _sorted = range, len, sum, type, all, tuple, sorted
-_exp, _sqrt, _log_float = math.exp, math.sqrt, math.log
-_tolist, _item = torch.Tensor.tolist, torch.Tensor.item
-_reshape, _randn, _matmul, _tanh = torch.reshape, torch.randn, torch.matmul, torch.tanh
-_transpose, _mean, _mul = torch.transpose, torch.mean, torch.mul
-_no_grad, _Generator, _relu, _where = torch.no_grad, torch.Generator, torch.relu, torch.where
-_norm, _zeros, _float64 = torch.linalg.vector_norm, torch.zeros, torch.float64
-_add, _div, _log_t = torch.add, torch.div, torch.log
 
 __all__ = [
     "leaky_relu_growth",
@@ -45,9 +35,9 @@ def _memo(f: Callable[..., float]) -> Callable[..., float]:
 
     @functools.wraps(f)
     def remembered(*args: Any, **kwargs: Any) -> float:
-        if not _all(_type(v) in (int, float) for v in (*args, *kwargs.values())):
+        if not all(type(v) in (int, float) for v in (*args, *kwargs.values())):
             return f(*args, **kwargs)
-        key = (args, _tuple(_sorted(kwargs.items())))
+        key = (args, tuple(sorted(kwargs.items())))
         if key not in cache:
             cache[key] = f(*args, **kwargs)
         return cache[key]
@@ -64,14 +54,14 @@ def _second_moment_ratio(
     W^(l) phi(z^(l-1))``, weights i.i.d. ``N(0, std^2)``, no bias; one generator seeded with
     ``seed`` draws the inputs, then each layer's weights in turn.
     """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        h = _mul(_randn((batch, width), generator=g), input_std)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        h = torch.mul(torch.randn((batch, width), generator=g), input_std)
         first = last = 0.0
-        for layer in _range(depth):
-            w = _mul(_randn((width, width), generator=g), std)
-            z = _matmul(h, _transpose(w, 0, 1))
-            last = _item(_mean(_mul(z, z)))
+        for layer in range(depth):
+            w = torch.mul(torch.randn((width, width), generator=g), std)
+            z = torch.matmul(h, torch.transpose(w, 0, 1))
+            last = torch.Tensor.item(torch.mean(torch.mul(z, z)))
             if layer == 0:
                 first = last
             h = phi(z)
@@ -92,7 +82,7 @@ def tanh_variance_ratio(
     Inputs x ~ N(0, gamma2) (``batch`` of them), weights N(0, sigma^2), no bias, square layers of
     ``width``; the net is fresh for every ``seed``.
     """
-    return _second_moment_ratio(_tanh, sigma, width, depth, batch, seed, _sqrt(gamma2))
+    return _second_moment_ratio(torch.tanh, sigma, width, depth, batch, seed, math.sqrt(gamma2))
 
 
 @_memo
@@ -104,7 +94,7 @@ def relu_variance_ratio(
     Inputs x ~ N(0, 1), weights N(0, sigma^2), no bias, square layers of ``width``,
     ``z^(l) = W^(l) relu(z^(l-1))`` (layer 1 takes x itself); fresh net for every ``seed``.
     """
-    return _second_moment_ratio(_relu, sigma, width, depth, batch, seed)
+    return _second_moment_ratio(torch.relu, sigma, width, depth, batch, seed)
 
 
 def log_product_norms(n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0) -> list[float]:
@@ -114,25 +104,25 @@ def log_product_norms(n: int, sigma: float, k: int, runs: int = 4000, seed: int 
     renormalised after every factor (the logs add up), so long products neither over- nor
     underflow. Computed in float64.
     """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        v = _zeros((runs, n, 1), dtype=_float64)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        v = torch.zeros((runs, n, 1), dtype=torch.float64)
         v[:, 0, 0] = 1.0
-        total = _zeros((runs,), dtype=_float64)
-        for _ in _range(k):
-            m = _mul(_randn((runs, n, n), generator=g, dtype=_float64), sigma)
-            v = _matmul(m, v)
-            norms = _norm(v, dim=(1, 2))
-            total = _add(total, _log_t(norms))
-            v = _div(v, _reshape(norms, (runs, 1, 1)))
-    return _tolist(total)
+        total = torch.zeros((runs,), dtype=torch.float64)
+        for _ in range(k):
+            m = torch.mul(torch.randn((runs, n, n), generator=g, dtype=torch.float64), sigma)
+            v = torch.matmul(m, v)
+            norms = torch.linalg.vector_norm(v, dim=(1, 2))
+            total = torch.add(total, torch.log(norms))
+            v = torch.div(v, torch.reshape(norms, (runs, 1, 1)))
+    return torch.Tensor.tolist(total)
 
 
 @_memo
 def mean_log_product_norm(n: int, sigma: float, k: int, runs: int = 4000, seed: int = 0) -> float:
     """Average of :func:`log_product_norms`: the typical growth of the product over k factors."""
     logs = log_product_norms(n, sigma, k, runs, seed)
-    return _sum(logs) / _len(logs)
+    return sum(logs) / len(logs)
 
 
 @_memo
@@ -141,7 +131,7 @@ def mean_square_product_norm(
 ) -> float:
     """Average of ``||M_k ... M_1 v||^2`` over ``runs`` products (see :func:`log_product_norms`)."""
     logs = log_product_norms(n, sigma, k, runs, seed)
-    return _sum(_exp(2.0 * x) for x in logs) / _len(logs)
+    return sum(math.exp(2.0 * x) for x in logs) / len(logs)
 
 
 @_memo
@@ -159,9 +149,9 @@ def leaky_relu_growth(
     ``f`` the leaky ReLU of negative slope ``slope``, weights i.i.d. ``N(0, sigma_w2 / width)``,
     square layers, no bias; a fresh network for every ``seed``.
     """
-    std = _sqrt(sigma_w2 / width)
+    std = math.sqrt(sigma_w2 / width)
     return _second_moment_ratio(
-        lambda z: _where(z > 0, z, _mul(z, slope)), std, width, depth, batch, seed
+        lambda z: torch.where(z > 0, z, torch.mul(z, slope)), std, width, depth, batch, seed
     )
 
 
@@ -179,15 +169,15 @@ def relu_bias_second_moment(
     ``h_1 ~ N(0, 1)`` (``batch`` inputs of ``width``), ``h_{l+1} = W relu(h_l) + b`` with
     ``W ~ N(0, sigma_w2 / width)`` and ``b ~ N(0, sigma_b2)`` fresh in every layer.
     """
-    g = _Generator().manual_seed(seed)
-    scale, bscale = _sqrt(sigma_w2 / width), _sqrt(sigma_b2)
-    with _no_grad():
-        h = _randn((batch, width), generator=g)
-        for _ in _range(depth - 1):
-            w = _mul(_randn((width, width), generator=g), scale)
-            b = _mul(_randn((width,), generator=g), bscale)
-            h = _matmul(_relu(h), _transpose(w, 0, 1)) + b
-        return _item(_mean(_mul(h, h)))
+    g = torch.Generator().manual_seed(seed)
+    scale, bscale = math.sqrt(sigma_w2 / width), math.sqrt(sigma_b2)
+    with torch.no_grad():
+        h = torch.randn((batch, width), generator=g)
+        for _ in range(depth - 1):
+            w = torch.mul(torch.randn((width, width), generator=g), scale)
+            b = torch.mul(torch.randn((width,), generator=g), bscale)
+            h = torch.matmul(torch.relu(h), torch.transpose(w, 0, 1)) + b
+        return torch.Tensor.item(torch.mean(torch.mul(h, h)))
 
 
 @_memo
@@ -199,13 +189,13 @@ def residual_growth(
     Each branch is one random linear layer ``W ~ N(0, 1/width)`` (variance preserving, zero-mean
     weights independent of ``x``), fresh in every block.
     """
-    g = _Generator().manual_seed(seed)
-    with _no_grad():
-        x = _mul(_randn((batch, width), generator=g), _sqrt(q0))
-        for _ in _range(blocks):
-            w = _mul(_randn((width, width), generator=g), _sqrt(1.0 / width))
-            x = x + _mul(_matmul(x, _transpose(w, 0, 1)), s)
-        return _item(_mean(_mul(x, x)))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = torch.mul(torch.randn((batch, width), generator=g), math.sqrt(q0))
+        for _ in range(blocks):
+            w = torch.mul(torch.randn((width, width), generator=g), math.sqrt(1.0 / width))
+            x = x + torch.mul(torch.matmul(x, torch.transpose(w, 0, 1)), s)
+        return torch.Tensor.item(torch.mean(torch.mul(x, x)))
 
 
 @_memo
@@ -225,21 +215,21 @@ def tanh_chi1_measured(
     vectors ``u_{l+1} = W (tanh'(h_l) * u_l)`` through ``depth`` more layers and returns the
     geometric mean over layers of ``sum |u_{l+1}|^2 / sum |u_l|^2``. No autograd.
     """
-    g = _Generator().manual_seed(seed)
-    scale, bscale = _sqrt(sigma_w2 / width), _sqrt(sigma_b2)
+    g = torch.Generator().manual_seed(seed)
+    scale, bscale = math.sqrt(sigma_w2 / width), math.sqrt(sigma_b2)
     total = 0.0
-    with _no_grad():
-        h = _randn((batch, width), generator=g)
-        u = _randn((batch, width), generator=g)
-        for layer in _range(burn + depth):
-            w = _transpose(_mul(_randn((width, width), generator=g), scale), 0, 1)
-            b = _mul(_randn((width,), generator=g), bscale)
-            t = _tanh(h)
-            before = _item(_mean(_mul(u, u)))
-            u = _matmul(_mul(u, 1.0 - _mul(t, t)), w)
-            after = _item(_mean(_mul(u, u)))
-            h = _matmul(t, w) + b
-            u = _mul(u, 1.0 / _sqrt(after))
+    with torch.no_grad():
+        h = torch.randn((batch, width), generator=g)
+        u = torch.randn((batch, width), generator=g)
+        for layer in range(burn + depth):
+            w = torch.transpose(torch.mul(torch.randn((width, width), generator=g), scale), 0, 1)
+            b = torch.mul(torch.randn((width,), generator=g), bscale)
+            t = torch.tanh(h)
+            before = torch.Tensor.item(torch.mean(torch.mul(u, u)))
+            u = torch.matmul(torch.mul(u, 1.0 - torch.mul(t, t)), w)
+            after = torch.Tensor.item(torch.mean(torch.mul(u, u)))
+            h = torch.matmul(t, w) + b
+            u = torch.mul(u, 1.0 / math.sqrt(after))
             if layer >= burn:
-                total += _log_float(after / before)
-    return _exp(total / depth)
+                total += math.log(after / before)
+    return math.exp(total / depth)

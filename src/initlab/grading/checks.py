@@ -1,14 +1,10 @@
-"""Trusted helpers for the exercise tests (imported by every test cell).
+"""Helpers for the exercise tests (imported by every test cell): type messages that name the
+expected and the given type, precision-aware comparison, Kolmogorov–Smirnov tests, seeded
+experiments.
 
-In a learner's notebook, otter runs a question's public tests in the same Python process as
-the learner's code, which could replace ``numpy.allclose``, ``torch.Tensor.__float__``,
-``math.isclose`` or a builtin. This module binds every function it uses *when it is imported*,
-so later monkeypatching of numpy, torch, math or builtins does not change what these helpers
-compute. Comparisons are done in pure Python on floats obtained through the bound references.
-
-Since issue 14 the instructor's grade no longer depends on this: the tests run in the grader's
-own process, on the learner's answers sent out of a sandbox as data (see
-:mod:`initlab.grading._grade`); the bindings still protect the learners' in-notebook checks.
+The instructor's grade runs these in the grader's own process, which never runs submission
+code (see :mod:`initlab.grading._grade`); in a learner's own notebook they run beside the
+learner's code, where tampering with them cheats only the learner. So this is plain code.
 
 Example:
     >>> from initlab.grading import checks
@@ -37,23 +33,16 @@ from ._experiments import (  # noqa: F401  (the tests call them as checks.<name>
     tanh_variance_ratio,
 )
 
-_float, _abs, _len, _sorted, _range = float, abs, len, sorted, range
-_max, _min, _isinstance, _getattr, _bool = max, min, isinstance, getattr, bool
-_exp, _sqrt, _isfinite = math.exp, math.sqrt, math.isfinite
-_Tensor = torch.Tensor
-_tolist, _item, _numel = torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.numel
-_reshape, _empty, _no_grad = torch.reshape, torch.empty, torch.no_grad
-# bound for the exercise tests, which draw their own inputs with them (C._randn, ...)
+# Names the exercise tests use as C.<name> (the masters' test code draws its inputs with them).
 _randn, _matmul, _transpose, _mean = torch.randn, torch.matmul, torch.transpose, torch.mean
-_mul, _Generator = torch.mul, torch.Generator
-_type, _repr, _tuple, _int, _erfc = type, repr, tuple, int, math.erfc
-_dtype, _finfo, _torch_bool = torch.dtype, torch.finfo, torch.bool
-_ndarray, _np_generic = numpy.ndarray, numpy.generic
-_np_floating, _np_integer, _np_finfo = numpy.floating, numpy.integer, numpy.finfo
+_mul, _Generator, _empty, _no_grad, _sorted = (
+    torch.mul,
+    torch.Generator,
+    torch.empty,
+    torch.no_grad,
+    sorted,
+)
 _EPS64 = 2.0**-52
-_sha256 = hashlib.sha256
-
-
 _NUMBER = "a number (int, float, NumPy scalar or one-element tensor; float32 or float64)"
 
 
@@ -68,38 +57,38 @@ def describe(value: Any) -> str:
         return "None"
     if value is ...:
         return "... (the placeholder: replace it with your answer)"
-    kind = _type(value).__name__
-    if _isinstance(value, _Tensor):
-        return f"a {kind} of shape {_tuple(value.shape)} and dtype {value.dtype}"
-    if _isinstance(value, _ndarray):
+    kind = type(value).__name__
+    if isinstance(value, torch.Tensor):
+        return f"a {kind} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, numpy.ndarray):
         return f"a NumPy array of shape {value.shape} and dtype {value.dtype}"
     try:
-        text = _repr(value)
+        text = repr(value)
     except Exception:  # noqa: BLE001 - a learner's object with a broken repr
         return kind
-    if _len(text) > 40:
+    if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
 
 
 def _float_eps(value: Any) -> float:
     """Machine epsilon of the floating type of ``value`` (float64's for Python numbers)."""
-    dtype = _getattr(value, "dtype", None)
-    if _isinstance(dtype, _dtype):
-        return _finfo(dtype).eps if dtype.is_floating_point else _EPS64
-    if dtype is not None and _getattr(dtype, "kind", "") == "f":
-        return _float(_np_finfo(dtype).eps)
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return torch.finfo(dtype).eps if dtype.is_floating_point else _EPS64
+    if dtype is not None and getattr(dtype, "kind", "") == "f":
+        return float(numpy.finfo(dtype).eps)
     return _EPS64
 
 
 def _precise(dtype: Any) -> bool:
     """Whether numbers of ``dtype`` can carry an answer: integers, float32 and float64 (not
     bool, complex, float16, bfloat16 or float8, whose rounding would pass a wrong answer)."""
-    if _isinstance(dtype, _dtype):
+    if isinstance(dtype, torch.dtype):
         return dtype in (torch.float32, torch.float64) or (
-            not dtype.is_floating_point and not dtype.is_complex and dtype != _torch_bool
+            not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
         )
-    return _getattr(dtype, "kind", "") in ("i", "u") or str(dtype) in ("float32", "float64")
+    return getattr(dtype, "kind", "") in ("i", "u") or str(dtype) in ("float32", "float64")
 
 
 def number(value: Any, name: str) -> float:
@@ -118,17 +107,17 @@ def number(value: Any, name: str) -> float:
     """
     # The message never ends with a quote: otter strips quotes from both ends of a message.
     bad = f"{name} is {describe(value)}, but it should be {_NUMBER}"
-    if _isinstance(value, (_Tensor, _ndarray)):
-        size = _numel(value) if _isinstance(value, _Tensor) else value.size
+    if isinstance(value, (torch.Tensor, numpy.ndarray)):
+        size = value.numel() if isinstance(value, torch.Tensor) else value.size
         assert size == 1, bad
         assert _precise(value.dtype), bad
-        value = _item(value) if _isinstance(value, _Tensor) else value.reshape(-1)[0].item()
-    elif _isinstance(value, _np_generic):
+        value = value.item() if isinstance(value, torch.Tensor) else value.reshape(-1)[0].item()
+    elif isinstance(value, numpy.generic):
         assert _precise(value.dtype), bad
         value = value.item()
-    assert _isinstance(value, (_int, _float)) and not _isinstance(value, _bool), bad
-    out = _float(value)
-    assert _isfinite(out), f"{name} should be finite, got {out}"
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), bad
+    out = float(value)
+    assert math.isfinite(out), f"{name} should be finite, got {out}"
     return out
 
 
@@ -146,7 +135,7 @@ def close_number(
         True
     """
     got = number(value, name)
-    return _close(got, expected, rel=_max(rel, 64 * _float_eps(value)), abs_tol=abs_tol)
+    return close(got, expected, rel=max(rel, 64 * _float_eps(value)), abs_tol=abs_tol)
 
 
 def text(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -155,9 +144,7 @@ def text(value: Any, name: str, choices: tuple[str, ...]) -> str:
     The comparison ignores case and surrounding spaces; the message lists the choices (they
     are in the question's text) and names the type when ``value`` is not a string.
     """
-    assert _isinstance(value, str), (
-        f"{name} is {describe(value)}, but it should be one of {choices}"
-    )
+    assert isinstance(value, str), f"{name} is {describe(value)}, but it should be one of {choices}"
     got = value.strip().lower()
     assert got in [c.lower() for c in choices], (
         f"{name} is {value!r}, but it should be one of {choices}"
@@ -167,7 +154,7 @@ def text(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 def tensor_answer(value: Any, name: str) -> torch.Tensor:
     """Return ``value`` if it is a tensor; fail naming the type got otherwise."""
-    assert _isinstance(value, _Tensor), (
+    assert isinstance(value, torch.Tensor), (
         f"{name} is {describe(value)}, but it should be a torch.Tensor"
     )
     return value
@@ -175,56 +162,40 @@ def tensor_answer(value: Any, name: str) -> torch.Tensor:
 
 def close(actual: float, expected: float, rel: float = 1e-6, abs_tol: float = 1e-12) -> bool:
     """Return whether ``|actual - expected| <= max(rel * |expected|, abs_tol)`` (pure Python)."""
-    return _abs(actual - expected) <= _max(rel * _abs(expected), abs_tol)
-
-
-_close = close  # bound: close_number keeps working if a submission replaces checks.close
+    return abs(actual - expected) <= max(rel * abs(expected), abs_tol)
 
 
 def values(tensor: torch.Tensor) -> list[float]:
     """Return the elements of ``tensor`` as a flat list of Python floats."""
-    assert _isinstance(tensor, _Tensor), f"expected a torch.Tensor, got {type(tensor).__name__}"
-    return _tolist(_reshape(tensor.detach(), (-1,)))
+    assert isinstance(tensor, torch.Tensor), f"expected a torch.Tensor, got {type(tensor).__name__}"
+    return tensor.detach().reshape(-1).tolist()
 
 
 def empty(*shape: int) -> torch.Tensor:
     """Return an uninitialised float32 tensor of ``shape`` (filled with NaN)."""
-    t = _empty(shape)
-    with _no_grad():
+    t = torch.empty(shape)
+    with torch.no_grad():
         t.fill_(float("nan"))
     return t
 
 
 def kolmogorov_sf(lam: float) -> float:
-    """Survival function of the Kolmogorov distribution, Q(lam) = 2 sum (-1)^(j-1) e^(-2 j^2 lam^2)."""
-    if lam < 0.2:
-        return 1.0
-    total = 0.0
-    for j in _range(1, 101):
-        term = _exp(-2.0 * j * j * lam * lam)
-        total += term if j % 2 else -term
-        if term < 1e-16:
-            break
-    return _max(0.0, _min(1.0, 2.0 * total))
+    """Survival function of the Kolmogorov distribution, Q(lam) = 2 sum (-1)^(j-1) e^(-2 j^2 lam^2)
+    (``scipy.special.kolmogorov``)."""
+    from scipy.special import kolmogorov
+
+    return float(kolmogorov(lam))
 
 
-def _ks(xs: list[float], cdf: Any) -> tuple[float, float]:
-    n = _len(xs)
-    assert n > 0
-    d = 0.0
-    for i, x in enumerate(_sorted(xs)):
-        f = cdf(x)
-        d = _max(d, f - i / n, (i + 1) / n - f)
-    root = _sqrt(n)
-    return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
+def _ks(result: Any) -> tuple[float, float]:
+    return float(result.statistic), float(result.pvalue)
 
 
 def ks_uniform(xs: list[float], a: float) -> tuple[float, float]:
-    """One-sample Kolmogorov–Smirnov test of ``xs`` against U(-a, a).
+    """One-sample Kolmogorov–Smirnov test of ``xs`` against U(-a, a) (``scipy.stats.kstest``,
+    asymptotic p-value ``Q(sqrt(n) D)``).
 
-    Returns ``(D, p)``: the statistic ``D = sup |F_n(x) - F(x)|`` and its asymptotic p-value with
-    Stephens' small-sample correction, ``Q((sqrt(n) + 0.12 + 0.11 / sqrt(n)) D)`` (Numerical
-    Recipes, 3rd ed., section 14.3.3).
+    Returns ``(D, p)``: the statistic ``D = sup |F_n(x) - F(x)|`` and its p-value.
 
     Significance: a test rejects at ``p <= KS_ALPHA`` (:data:`KS_ALPHA` = 1e-9), so a correct
     sampler fails one test with probability 1e-9; an exercise set with six such tests wrongly
@@ -238,8 +209,10 @@ def ks_uniform(xs: list[float], a: float) -> tuple[float, float]:
     a normal clamped to [-a, a] with that variance at ``0.0611``: ``n >= 8336`` samples reject
     both. :data:`KS_MIN_SAMPLES` is that bound, rounded up.
     """
+    from scipy.stats import kstest
+
     assert a > 0
-    return _ks(xs, lambda x: _min(1.0, _max(0.0, (x + a) / (2.0 * a))))
+    return _ks(kstest(xs, "uniform", args=(-a, 2 * a), method="asymp"))
 
 
 KS_ALPHA = 1e-9
@@ -249,28 +222,19 @@ KS_MIN_SAMPLES = 9000
 def ks_normal(xs: list[float], std: float) -> tuple[float, float]:
     """One-sample Kolmogorov–Smirnov test of ``xs`` against N(0, std**2); ``(D, p)`` as
     :func:`ks_uniform` (same power: a uniform with the normal's variance is at distance 0.0572)."""
+    from scipy.stats import kstest
+
     assert std > 0
-    scale = std * _sqrt(2.0)
-    return _ks(xs, lambda x: 0.5 * _erfc(-x / scale))
+    return _ks(kstest(xs, "norm", args=(0.0, std), method="asymp"))
 
 
 def ks_two_sample(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Two-sample Kolmogorov–Smirnov test: ``(D, p)`` with ``D = sup |F_xs - F_ys|`` and the
-    asymptotic p-value for the effective size ``n m / (n + m)`` (Numerical Recipes 14.3.3)."""
-    a, b = _sorted(xs), _sorted(ys)
-    n, m = _len(a), _len(b)
-    assert n > 0 and m > 0
-    i = j = 0
-    d = 0.0
-    while i < n and j < m:
-        x = _min(a[i], b[j])
-        while i < n and a[i] <= x:
-            i += 1
-        while j < m and b[j] <= x:
-            j += 1
-        d = _max(d, _abs(i / n - j / m))
-    root = _sqrt(n * m / (n + m))
-    return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
+    """Two-sample Kolmogorov–Smirnov test (``scipy.stats.ks_2samp``, asymptotic): ``(D, p)``
+    with ``D = sup |F_xs - F_ys|``."""
+    from scipy.stats import ks_2samp
+
+    assert len(xs) > 0 and len(ys) > 0
+    return _ks(ks_2samp(xs, ys, method="asymp"))
 
 
 def digest(answer: str) -> str:
@@ -282,7 +246,7 @@ def digest(answer: str) -> str:
         >>> digest(" He ") == digest("he")
         True
     """
-    return _sha256(answer.strip().lower().encode()).hexdigest()[:8]
+    return hashlib.sha256(answer.strip().lower().encode()).hexdigest()[:8]
 
 
 def truth(value: Any, name: str) -> bool:
@@ -295,12 +259,12 @@ def truth(value: Any, name: str) -> bool:
         True
     """
     bad = f"{name} is {describe(value)}, but it should be True or False"
-    if _isinstance(value, (_Tensor, _ndarray)):
-        size = _numel(value) if _isinstance(value, _Tensor) else value.size
+    if isinstance(value, (torch.Tensor, numpy.ndarray)):
+        size = value.numel() if isinstance(value, torch.Tensor) else value.size
         assert size == 1 and str(value.dtype) in ("torch.bool", "bool"), bad
-        value = _item(value) if _isinstance(value, _Tensor) else value.reshape(-1)[0].item()
-    elif _isinstance(value, _np_generic):
+        value = value.item() if isinstance(value, torch.Tensor) else value.reshape(-1)[0].item()
+    elif isinstance(value, numpy.generic):
         assert str(value.dtype) == "bool", bad
         value = value.item()
-    assert _isinstance(value, _bool), bad
+    assert isinstance(value, bool), bad
     return value
