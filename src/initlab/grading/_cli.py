@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ._build import build
 from ._bwrap import SandboxUnavailable
-from ._grade import grade
+from ._grade import display_name, grade
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,5 +117,5 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(g.cpu_seconds for g in grades) / n:.1f} s CPU)"
     )
     for f in ungraded:
-        print(f"  not graded: {f}")
+        print(f"  not graded: {display_name(f)}")
     return 0 if not ungraded else 1

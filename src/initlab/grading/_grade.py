@@ -87,14 +87,6 @@ def _load_tests(bundle: bytes) -> list[Any]:
     return sorted(files, key=lambda tf: tf.name)
 
 
-def _question_possible(ag_zip: Path) -> dict[str, float]:
-    """Points per question, read from the autograder bundle's test files."""
-    return {
-        tf.name: float(sum(tc.points or 0 for tc in tf.test_cases))
-        for tf in _load_tests(ag_zip.read_bytes())
-    }
-
-
 def _params(tc: Any) -> list[str]:
     return list(inspect.signature(tc.body.test_func).parameters)
 
@@ -189,9 +181,7 @@ def grade_one(
     start, cpu = time.monotonic(), time.process_time()
     g = Grade(submission, graded=False)
     files = _tests(bundle)
-    for tf in files:
-        g.possible_by_question[tf.name] = float(sum(tc.points or 0 for tc in tf.test_cases))
-        g.scores[tf.name] = 0.0
+    _blank(g, files)
     try:
         raw = read_submission(Path(os.fsdecode(submission)))
         cells = notebook_cells(raw)
@@ -227,6 +217,13 @@ def grade_one(
     return g
 
 
+def _blank(g: Grade, files: list[Any]) -> None:
+    """Every question of ``files`` in ``g``, with its points and a score of 0."""
+    for tf in files:
+        g.possible_by_question[tf.name] = float(sum(tc.points or 0 for tc in tf.test_cases))
+        g.scores[tf.name] = 0.0
+
+
 def _tests(bundle: bytes) -> list[Any]:
     key = hashlib.sha256(bundle).hexdigest()
     if key not in _TESTS:
@@ -243,9 +240,7 @@ def score(files: list[Any], session: Any, g: Grade) -> Grade:
     from the wire for every test) or to a :class:`Proxy` of their function. Sets ``g``'s
     scores, feedback, status and errors; returns ``g``.
     """
-    for tf in files:
-        g.possible_by_question[tf.name] = float(sum(tc.points or 0 for tc in tf.test_cases))
-        g.scores[tf.name] = 0.0
+    _blank(g, files)
     env: dict[str, Any] = {}
     names = sorted({p for tf in files for tc in tf.test_cases for p in _params(tc)} - {"env"})
     found = 0
@@ -532,11 +527,8 @@ def grade(
     names = [os.fsdecode(s) for s in submissions]
     grades = _pool(names, jobs, bundle, args, timeout + WORKER_MARGIN_S)
     for g in grades:
-        for tf in files:
-            g.possible_by_question.setdefault(
-                tf.name, sum(float(tc.points or 0) for tc in tf.test_cases)
-            )
-            g.scores.setdefault(tf.name, 0.0)
+        if not g.possible_by_question:  # a worker that failed
+            _blank(g, files)
         if not sandbox:
             g.status = "unsandboxed" if g.status == "ok" else f"{g.status}; unsandboxed"
     # Every worker has ended: only now are the gradebook and the feedback written.
