@@ -180,12 +180,11 @@ def grade_one(
 
     start, cpu = time.monotonic(), time.process_time()
     g = Grade(submission, graded=False)
-    files = _tests(bundle)
-    _blank(g, files)
     try:
         raw = read_submission(Path(os.fsdecode(submission)))
         cells = notebook_cells(raw)
     except ValueError as exc:
+        _blank(g, _tests(bundle))
         g.errors.append(f"not a readable notebook: {W.short(exc)}")
         g.seconds = round(time.monotonic() - start, 2)
         return g
@@ -199,6 +198,9 @@ def grade_one(
         deadline=start + timeout,
     )
     try:
+        session.launch()  # the sandbox imports torch while this process reads the tests
+        files = _tests(bundle)
+        _blank(g, files)
         session.start()
         score(files, session, g)
     except SubmissionTimeout:
