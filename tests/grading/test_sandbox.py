@@ -283,3 +283,24 @@ def test_fails_closed_without_libseccomp(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(B.SandboxUnavailable, match="pdp11"):
         start("print('ran')")
     assert "pdp11" in (B.sandbox_self_test() or "")
+
+
+def test_the_sandbox_imports_the_graders_own_initlab(tmp_path: Path) -> None:
+    """A checkout on PYTHONPATH beside the installed copy: the sandbox's driver imports the
+    copy the grader runs (isolated mode would otherwise find the other one, or none)."""
+    import shutil
+    import subprocess
+
+    shutil.copytree(Path(B.__file__).resolve().parents[2], tmp_path / "src")
+    code = (
+        "from initlab.grading import _bwrap as B, sandbox_self_test\n"
+        "assert sandbox_self_test() is None, sandbox_self_test()\n"
+        "box = B.launch(B.driver_command('import initlab; print(initlab.__file__)'), b'{}',"
+        " 'x.ipynb', sandboxed=True)\n"
+        "out, _ = box.proc.communicate(timeout=60); box.kill(); print(out.decode().strip())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tmp_path / "src" / "initlab" / "__init__.py")

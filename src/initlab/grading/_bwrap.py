@@ -133,6 +133,15 @@ def _package_root() -> Path:
     return root
 
 
+def driver_command(
+    code: str = "from initlab.grading._sandbox import main; sys.exit(main())",
+) -> list[str]:
+    """The Python command that runs ``code`` with *this* process's ``initlab`` first on the
+    path (isolated mode ignores ``PYTHONPATH``: another installed copy must not answer)."""
+    root = str(_package_root())
+    return [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {root!r}); {code}"]
+
+
 def bwrap_command(bwrap: str, seccomp_fd: int | None, notebook_fd: int, name: str) -> list[str]:
     """The bubblewrap command line that starts the driver (see the module docstring)."""
     cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
@@ -415,9 +424,12 @@ def launch(driver: list[str], notebook: bytes, notebook_name: str, *, sandboxed:
 
 def sandbox_self_test() -> str | None:
     """``None`` if a bubblewrap sandbox can start the driver's imports here, else why not."""
-    probe = "import importlib.util as u; assert u.find_spec('initlab'), 'no initlab'"
+    import initlab
+
+    mine = str(Path(initlab.__file__).resolve())
+    probe = f"import initlab, pathlib; assert str(pathlib.Path(initlab.__file__).resolve()) == {mine!r}, 'another initlab'"
     try:
-        box = launch([sys.executable, "-I", "-c", probe], b"{}", "self-test.ipynb", sandboxed=True)
+        box = launch(driver_command(probe), b"{}", "self-test.ipynb", sandboxed=True)
     except (SandboxUnavailable, OSError) as exc:
         return _short(str(exc))
     try:

@@ -110,12 +110,9 @@ class Session:
     # -- process ---------------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        import sys
+        from ._bwrap import driver_command, launch
 
-        from ._bwrap import launch
-
-        driver = [sys.executable, "-I", "-m", "initlab.grading._sandbox"]
-        box = launch(driver, self.nb_bytes, self.nb_name, sandboxed=self.sandboxed)
+        box = launch(driver_command(), self.nb_bytes, self.nb_name, sandboxed=self.sandboxed)
         proc = box.proc
         self._rx = Connection(os.dup(proc.stdout.fileno()), writable=False)
         self._tx = Connection(os.dup(proc.stdin.fileno()), readable=False)
