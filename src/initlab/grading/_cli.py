@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (grade: 0 iff every submission was graded)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:
+        # A submission named like an option (``-x.ipynb``, from ``grade 03 *.ipynb`` in the
+        # submissions folder) is a file, not an option: it must not stop the class's grading.
+        argv = [f"./{a}" if a.startswith("-") and os.path.lexists(a) else a for a in argv]
     args = _parser().parse_args(argv)
     if args.command == "build":
         return build(

@@ -15,8 +15,8 @@ Three kinds of process, and only one of them runs submission code:
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import errno
 import hashlib
 import inspect
 import io
@@ -126,19 +126,35 @@ def _message(exc: BaseException) -> str:
 
 
 def read_submission(path: Path) -> bytes:
-    """The bytes of a submitted file: opened without following a symlink, a regular file
-    only (not a FIFO, a device or a folder), at most :data:`MAX_NOTEBOOK_BYTES`; raises
-    ``ValueError`` saying which rule it breaks, without reading anything else."""
+    """The bytes of a submitted file, which must be a file of its own: no component of the
+    path as given is a symbolic link (each folder is opened with ``O_NOFOLLOW`` from the one
+    before), a regular file (not a FIFO, a device or a folder) with no other name (a hard
+    link could be another learner's or the master's file), at most
+    :data:`MAX_NOTEBOOK_BYTES`. Raises ``ValueError`` saying which rule it breaks, having
+    read nothing else."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    p = Path(path)
+    base, parts = (p.parts[0], p.parts[1:]) if p.is_absolute() else (".", p.parts)
+    fd = os.open(base, flags | os.O_DIRECTORY)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ValueError("a symbolic link, not a file (submit the notebook itself)") from None
-        raise ValueError(f"cannot be opened ({os.strerror(exc.errno or 0)})") from None
-    try:
+        for i, part in enumerate(parts):
+            more = os.O_NONBLOCK if i == len(parts) - 1 else os.O_DIRECTORY
+            try:
+                new = os.open(part, flags | more, dir_fd=fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+                        raise ValueError(
+                            "a path through a symbolic link (submit the notebook itself)"
+                        ) from None
+                raise ValueError(f"cannot be opened ({os.strerror(exc.errno or 0)})") from None
+            os.close(fd)
+            fd = new
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("not a regular file")
+        if info.st_nlink != 1:
+            raise ValueError("a hard link: the same file has another name (submit a copy)")
         if info.st_size > MAX_NOTEBOOK_BYTES:
             raise ValueError(f"larger than {MAX_NOTEBOOK_BYTES >> 20} MiB")
         with os.fdopen(fd, "rb", closefd=False) as f:
