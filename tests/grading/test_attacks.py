@@ -39,7 +39,7 @@ from initlab.grading._grade import WORKER_MARGIN_S, feedback_name
 CHAPTER = "03_xavier"
 POINTS = {"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 2, "q6": 2}
 TOTAL = sum(POINTS.values())
-TIMEOUT, CELL_TIMEOUT, CALL_TIMEOUT = 60, 5, 4
+TIMEOUT, CELL_TIMEOUT, CALL_TIMEOUT = 40, 5, 4
 ATTACKS = FIXTURES / "attacks"
 #: attack fixture -> points it loses (applied to the solved notebook)
 LOSES = {
@@ -266,9 +266,9 @@ def test_deaf_driver_is_stopped_within_the_limit(attacked) -> None:
 
 
 def test_a_lone_surrogate_in_a_cell_still_gets_a_row(attacked) -> None:
+    """A JSON ``\\ud800`` escape in a comment of a solved notebook: graded as it is."""
     row = attacked["rows"]["surrogate-source"]
-    assert row is not None and float(row["total"]) <= TOTAL
-    print(f"\nsurrogate-source: {row['status']}, {row['total']} points, {row['error'][:200]}")
+    assert row["status"] == "ok" and float(row["total"]) == TOTAL, row
 
 
 @pytest.mark.parametrize(
@@ -359,11 +359,6 @@ def test_hidden_inputs_never_reach_any_text(attacked) -> None:
         assert "128" not in err and "384" not in err and "997" not in err, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the CSV's `seconds` column is the submission's wall time, hidden calls included: a "
-    "function that sleeps in proportion to a hidden input writes it into the gradebook",
-)
 def test_hidden_inputs_do_not_reach_the_seconds_column(attacked) -> None:
     probe, control = attacked["rows"]["timing-probe"], attacked["rows"]["timing-control"]
     assert _scores(probe) == _scores(control) == POINTS
@@ -372,7 +367,7 @@ def test_hidden_inputs_do_not_reach_the_seconds_column(attacked) -> None:
         f"\nseconds: probe {probe['seconds']}, control {control['seconds']}, gap {gap:.2f} s, "
         f"hidden n_in sum / 300 = {HIDDEN_SLEEP_S:.2f} s"
     )
-    assert abs(gap - HIDDEN_SLEEP_S) > 2.0
+    assert abs(gap) < HIDDEN_SLEEP_S / 2, "the hidden calls' time is in the seconds column"
 
 
 # --- the command line: file names that look like options -----------------------------------

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"graded {len(grades) - len(ungraded)}/{len(grades)} submissions in "
         f"{time.monotonic() - start:.1f} s -> {args.out} (per submission: "
-        f"{sum(g.seconds for g in grades) / n:.1f} s wall, "
+        f"{sum(g.wall_seconds for g in grades) / n:.1f} s wall, "
         f"{sum(g.cpu_seconds for g in grades) / n:.1f} s CPU)"
     )
     for f in ungraded:
