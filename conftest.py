@@ -60,10 +60,14 @@ _MARKERS = (  # (path prefix, marker), first match wins
     ("tests/site/", "browser"),
 )
 _SLOW = ("tests/packaging/test_install.py", "tests/grading/test_grading.py",
-         "tests/book/test_execution_behaviour.py")  # fmt: skip
+         "tests/grading/test_attacks.py", "tests/book/test_execution_behaviour.py")  # fmt: skip
 # pytest-timeout: 600 s per test (pyproject.toml) but where a session fixture does minutes of
 # work for the whole file on a loaded machine (the first test's setup pays for it).
-_LONG_TIMEOUT = {"tests/grading/test_grading.py": 1500, "tests/packaging/test_install.py": 1200}
+_LONG_TIMEOUT = {
+    "tests/grading/test_grading.py": 1500,
+    "tests/grading/test_attacks.py": 1500,
+    "tests/packaging/test_install.py": 1200,
+}
 _notebook_seconds: dict[str, float] = defaultdict(float)
 
 NOTEBOOKS_CMD = "make notebooks"

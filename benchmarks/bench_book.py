@@ -19,7 +19,7 @@ Usage::
     .venv/bin/python benchmarks/bench_book.py --tests    # the book, then make test
     .venv/bin/python benchmarks/bench_book.py --source ../main   # another checkout
     .venv/bin/python benchmarks/bench_book.py --keep     # keep it (e.g. to run tests/site:
-                                                          # INITLAB_SITE_DIR=<dir>/_build/html)
+                                                          # --site-dir=<dir>/_build/html)
 """
 
 from __future__ import annotations
@@ -179,12 +179,7 @@ def bench_tests(copy: Path, source: Path) -> float | None:
     """
     print("\nmake test (fresh clone, warm .venv, empty notebook cache, as in CI):")
     subprocess.run(["git", "clone", "--quiet", str(source), str(copy)], check=True)
-    env = {
-        **os.environ,
-        "CI": "true",
-        "INITLAB_REQUIRE_BROWSER": "1",
-        "INITLAB_REQUIRE_SANDBOX": "1",
-    }
+    env = {**os.environ, "CI": "true"}  # make test then passes --require-browser/-sandbox
     rc_setup, log_setup, t_setup = run(["make", "setup"], copy, env)
     print(f"make setup (not timed): {t_setup:.1f} s, exit {rc_setup}")
     if rc_setup:

@@ -30,9 +30,15 @@ from typing import Any
 import nbformat
 from _notebooks import FIXTURES, apply_fixture, solved
 
-from initlab.grading import Grade, autograder_zip, masters, score, student_notebook
-from initlab.grading._grade import _load_tests
-from initlab.grading._session import InProcessSession
+from initlab.grading import (
+    Grade,
+    InProcessSession,
+    autograder_zip,
+    load_tests,
+    masters,
+    score,
+    student_notebook,
+)
 
 MISCONCEPTIONS = FIXTURES / "misconceptions"
 _EXPECT = re.compile(r"#\s*expect:\s*(q\d+)\s+score\s+([\d.]+)\s+of\s+([\d.]+)\s*$")
@@ -129,7 +135,7 @@ def run_tests(chapter: str, root: Path, session: InProcessSession,
               only: set[str] | None = None) -> dict[str, QuestionResult]:  # fmt: skip
     """Score the session's answers with the set's tests (all, or the questions in ``only``)
     through the grader's one scoring function, :func:`initlab.grading.score`."""
-    files = [tf for tf in load_tests(chapter, root) if only is None or tf.name in only]
+    files = [tf for tf in set_tests(chapter, root) if only is None or tf.name in only]
     g = score(files, session, Grade("fixture", graded=False))
     out = {}
     for tf in files:
@@ -144,11 +150,11 @@ def run_tests(chapter: str, root: Path, session: InProcessSession,
 _LOADED: dict[tuple[str, Path], list[Any]] = {}
 
 
-def load_tests(chapter: str, root: Path) -> list[Any]:
+def set_tests(chapter: str, root: Path) -> list[Any]:
     """The set's test files, as the grader loads them from the bundle built under ``root``."""
     key = (chapter, root)
     if key not in _LOADED:
-        _LOADED[key] = _load_tests(autograder_zip(chapter, root).read_bytes())
+        _LOADED[key] = load_tests(autograder_zip(chapter, root).read_bytes())
     return _LOADED[key]
 
 

@@ -19,7 +19,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Otter Assign does not grade the masters here (``run_tests=False``, the same bundle and
     student notebook, half the time): the suite checks them itself, in the sandbox
     (test_grading's ``test_every_master_solution_scores_full_marks_sandboxed``), in-process
-    (test_misconceptions' ``test_solutions_score_full_marks``) and top to bottom (nbval).
+    (test_misconceptions' ``test_solutions_score_full_marks``, through the grader's in-process
+    session and its scoring function).
     """
     root = tmp_path_factory.mktemp("root")
     (root / "exercises").mkdir()

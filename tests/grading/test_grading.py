@@ -3,7 +3,7 @@
 Grading costs seconds per submission, so every submission of a scenario is graded once per
 session, in one ``python -m initlab.grading grade --jobs 2`` call (session-scoped fixtures).
 Tests that need bubblewrap skip with a message where it is missing, unless
-``INITLAB_REQUIRE_SANDBOX=1`` (set by .ci/run) makes that a failure.
+``--require-sandbox`` (``make test`` passes it when CI=true) makes that a failure.
 """
 
 from __future__ import annotations

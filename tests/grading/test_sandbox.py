@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from initlab.grading import _bwrap as B
+from initlab.grading import sandbox as B
 
 pytestmark = pytest.mark.usefixtures("sandbox")
 
@@ -293,7 +293,7 @@ def test_the_sandbox_imports_the_graders_own_initlab(tmp_path: Path) -> None:
 
     shutil.copytree(Path(B.__file__).resolve().parents[2], tmp_path / "src")
     code = (
-        "from initlab.grading import _bwrap as B, sandbox_self_test\n"
+        "from initlab.grading import sandbox as B, sandbox_self_test\n"
         "assert sandbox_self_test() is None, sandbox_self_test()\n"
         "box = B.launch(B.driver_command('import initlab; print(initlab.__file__)'), b'{}',"
         " 'x.ipynb', sandboxed=True)\n"

@@ -42,6 +42,8 @@ _WHERE = {
     "grade": "_grade",
     "score": "_grade",
     "verified_bundle": "_grade",
+    "load_tests": "_grade",
+    "InProcessSession": "_session",
     "autograder_zip": "_paths",
     "masters": "_paths",
     "repo_root": "_paths",
@@ -59,6 +61,8 @@ def __getattr__(name: str) -> Any:
     # grader's side when its package is imported.
     if name in _WHERE:
         return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    if name == "sandbox":  # the sandbox a submission runs in (launch, limits, self-test)
+        return import_module(f"{__name__}._bwrap")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

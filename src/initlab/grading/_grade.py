@@ -75,7 +75,7 @@ class Grade:
 # --- the tests ----------------------------------------------------------------------------------
 
 
-def _load_tests(bundle: bytes) -> list[Any]:
+def load_tests(bundle: bytes) -> list[Any]:
     """The bundle's test files (otter ``ExceptionTestFile``), sorted by question name."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # otter's dependencies warn on import
@@ -252,7 +252,7 @@ def _blank(g: Grade, files: list[Any]) -> None:
 def _tests(bundle: bytes) -> list[Any]:
     key = hashlib.sha256(bundle).hexdigest()
     if key not in _TESTS:
-        _TESTS[key] = _load_tests(bundle)
+        _TESTS[key] = load_tests(bundle)
     return _TESTS[key]
 
 
@@ -548,7 +548,7 @@ def grade(
         if why is not None:
             raise SandboxUnavailable(NO_SANDBOX_HELP.format(why=why))
     bundle = verified_bundle(chapter, root)
-    files = _load_tests(bundle)
+    files = load_tests(bundle)
     questions = [tf.name for tf in files]
     args = (sandbox, timeout, cell_timeout, call_timeout)
     names = [os.fsdecode(s) for s in submissions]
