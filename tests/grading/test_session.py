@@ -1,0 +1,104 @@
+"""The grader's side of one submission (``initlab.grading._session``): the parent keeps the
+clock, and the same answers always get the same score (issue 24, guarantees 1 and 3)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+from _notebooks import solved
+
+from initlab.grading import Grade, InProcessSession, load_tests, masters, score, student_notebook
+from initlab.grading._session import LearnerError, Session
+
+
+def _session(cells: list[str], call_timeout: float = 2.0) -> Session:
+    s = Session(
+        cells,
+        b"{}",
+        "x.ipynb",
+        sandboxed=True,
+        cell_timeout=5,
+        call_timeout=call_timeout,
+        deadline=time.monotonic() + 60,
+    )
+    s.start()
+    return s
+
+
+def test_a_call_has_one_deadline_whatever_it_calls_back(sandbox: None) -> None:
+    """A learner's function that keeps calling the test's callable restarts no timer: the call
+    ends at --call-timeout, is reported as hung, and the next call still works."""
+    loop = "import time\ndef loop(g):\n    while True:\n        g(1)\n        time.sleep(0.01)"
+    s = _session([loop, "def ok(x):\n    return x + 1"])
+    try:
+        start = time.monotonic()
+        with pytest.raises(LearnerError, match="did not return within 2 s"):
+            s.call("loop", (lambda x: x,), {})
+        assert time.monotonic() - start < 2 + 3  # the limit, and the kill
+        assert s.call("ok", (1,), {}) == 2  # a fresh sandbox serves the next function
+    finally:
+        s.kill()
+
+
+def test_a_flood_of_callbacks_is_cut_at_the_limit(sandbox: None) -> None:
+    from initlab.grading._session import MAX_CALLBACKS
+
+    s = _session(["def many(g):\n    for _ in range(20_000):\n        g(1)\n    return 0"], 60)
+    try:
+        with pytest.raises(LearnerError, match=f"more than {MAX_CALLBACKS} callbacks"):
+            s.call("many", (lambda x: x,), {})
+    finally:
+        s.kill()
+
+
+def test_cell_errors_are_frozen_before_the_tests(sandbox: None) -> None:
+    """A crash during a (hidden) call restarts the notebook; that run adds no error."""
+    cells = [
+        "import os, time",
+        "raise ValueError(f'run at {time.time_ns()}')",  # a different error on every run
+        "def crash(x):\n    os._exit(3)",
+        "def secret(x):\n    raise RuntimeError(f'seen {x}')",
+    ]
+    s = _session(cells)
+    try:
+        first = dict(s.cell_errors)
+        assert list(first) == [1] and first[1].startswith("ValueError: run at ")
+        with pytest.raises(LearnerError, match="ended the sandbox process"):
+            s.call("crash", ("HIDDEN",), {})
+        with pytest.raises(LearnerError, match="seen 1"):
+            s.call("secret", (1,), {})  # served by a fresh run of the notebook ...
+        assert s.starts == 2 and s.cell_errors == first  # ... which reported nothing
+    finally:
+        s.kill()
+
+
+@pytest.mark.parametrize("chapter", ["05_initialization_at_scale"])
+def test_the_same_notebook_gets_the_same_score_whatever_the_process_seed(
+    built, chapter: str
+) -> None:
+    """Exercise 05's coordinate check draws random nets in the test and in the learner's
+    init: with every test and call seeded from its name, two gradings under different
+    global seeds give the same scores and the same messages."""
+    nb = solved(student_notebook(chapter), masters()[chapter])
+    files = load_tests(built.joinpath("exercises", "_autograder", chapter,
+                                      "autograder.zip").read_bytes())  # fmt: skip
+    results = []
+    for seed in (1, 2):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        session = InProcessSession([c.source for c in nb.cells if c.cell_type == "code"])
+        try:
+            session.start()
+            g = score(files, session, Grade("x", graded=False))
+        finally:
+            session.kill()
+        results.append((g.scores, g.feedback))
+    assert results[0] == results[1]
+    assert sum(results[0][0].values()) == sum(
+        sum(float(tc.points or 0) for tc in tf.test_cases) for tf in files
+    )
