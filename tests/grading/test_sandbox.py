@@ -113,7 +113,7 @@ def test_denied_system_calls() -> None:
 def test_file_systems_and_memory_are_bounded() -> None:
     code = """if True:
     import os
-    for path, n in (("/dev/shm/x", 200), ("/tmp/x", 300)):
+    for path, n in (("/dev/shm/x", 200), ("/tmp/work/fill", 300)):
         chunk, done = b"x" * (1 << 20), 0
         try:
             with open(path, "wb") as f:
@@ -133,7 +133,7 @@ def test_file_systems_and_memory_are_bounded() -> None:
     lines = out.splitlines()
     shm, tmp = lines[0].split(), lines[1].split()
     assert shm[:2] == ["/dev/shm/x", "No"] and int(shm[-1]) <= B.SHM_BYTES >> 20, out
-    assert tmp[0] == "/tmp/x" and tmp[1] in ("No", "File") and int(tmp[-1]) <= B.TMP_BYTES >> 20
+    assert tmp[0] == "/tmp/work/fill" and tmp[1] in ("No", "File") and int(tmp[-1]) <= B.TMP_BYTES >> 20
     assert lines[2:] == ["MemoryError", "pipe: pipe:"] and rc == 0, err
 
 
@@ -171,7 +171,7 @@ def test_memory_cgroup_counts_tmpfs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(B, "CGROUP_MEMORY_BYTES", 150 << 20)
     box = start("""if True:
     chunk = b"x" * (1 << 20)
-    with open("/tmp/x", "wb") as f:
+    with open("/tmp/work/fill", "wb") as f:
         for i in range(250):
             f.write(chunk); f.flush()
             print(i, flush=True)
