@@ -76,38 +76,31 @@ def test_values_outside_the_declared_kinds_are_opaque_and_say_their_type(value) 
         float(got)
 
 
-def test_a_header_over_its_limit_is_refused_before_it_is_decoded() -> None:
+def _refused(send, match: str) -> None:
+    """``send(tx)`` in a thread; ``receive`` must refuse what it sends with ``match``."""
     rx, tx = Pipe(duplex=False)
-    def send() -> None:
+
+    def quietly() -> None:
         try:
-            tx.send_bytes(b"\x90" * (W.HEADER_BYTES + 1))
+            send(tx)
         except OSError:  # the receiver stopped reading: what it should do
             pass
 
-    sender = threading.Thread(target=send, daemon=True)
+    sender = threading.Thread(target=quietly, daemon=True)
     sender.start()
-    with pytest.raises(W.ProtocolError, match="over"):
+    with pytest.raises(W.ProtocolError, match=match):
         W.receive(rx)
     rx.close()
     sender.join()
+
+
+def test_a_header_over_its_limit_is_refused_before_it_is_decoded() -> None:
+    _refused(lambda tx: tx.send_bytes(b"\x90" * (W.HEADER_BYTES + 1)), "over")
 
 
 def test_array_data_is_bounded_per_message() -> None:
-    rx, tx = Pipe(duplex=False)
     big = b"\0" * (W.BLOB_BYTES // 2 + 8)
-
-    def send() -> None:
-        try:
-            W.send(tx, W.Value(1, None, [], 3), [big, big, big])
-        except OSError:  # the receiver stopped reading: what it should do
-            pass
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    with pytest.raises(W.ProtocolError, match="array data over"):
-        W.receive(rx)
-    rx.close()
-    sender.join()
+    _refused(lambda tx: W.send(tx, W.Value(1, None, [], 3), [big, big, big]), "array data over")
 
 
 def test_one_blob_referenced_many_times_is_refused() -> None:
