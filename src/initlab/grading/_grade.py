@@ -487,8 +487,9 @@ def _pool(submissions: list[str], jobs: int, bundle: bytes, args: tuple[Any, ...
             while todo and len(busy) < jobs:
                 w = idle.pop() if idle else _Worker(ctx, bundle, args)
                 w.index, w.until = todo.pop(), time.monotonic() + limit
-                w.conn.send(submissions[w.index])
                 busy.append(w)
+                with contextlib.suppress(OSError):  # a dead worker: its recv reports it
+                    w.conn.send(submissions[w.index])
             left = min(w.until for w in busy) - time.monotonic()
             ready = wait([w.conn for w in busy], timeout=max(0.0, left))
             for w in list(busy):
@@ -496,7 +497,7 @@ def _pool(submissions: list[str], jobs: int, bundle: bytes, args: tuple[Any, ...
                 if w.conn in ready:
                     try:
                         grades[w.index] = w.conn.recv()
-                    except (EOFError, OSError) as exc:
+                    except Exception as exc:  # noqa: BLE001 - the worker died mid-answer
                         why = f"the grader's worker stopped ({_message(exc)})"
                 elif time.monotonic() >= w.until:
                     why = f"not graded within {limit:g} s (the --timeout and a margin)"
