@@ -102,3 +102,42 @@ def test_the_same_notebook_gets_the_same_score_whatever_the_process_seed(
     assert sum(results[0][0].values()) == sum(
         sum(float(tc.points or 0) for tc in tf.test_cases) for tf in files
     )
+
+
+def test_a_worker_that_dies_costs_only_its_submission(sandbox: None, built, tmp_path) -> None:
+    """A grading worker killed mid-class (out of memory, say): its submission's row says so,
+    a new worker grades the rest, and the gradebook is written (was: every row 'not graded:
+    BrokenProcessPool')."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+    import psutil
+
+    blank = nbformat.read(student_notebook("03_xavier"), as_version=4)
+    paths = [tmp_path / f"b{i}.ipynb" for i in range(3)]
+    for p in paths:
+        nbformat.write(blank, p)
+    cmd = [sys.executable, "-m", "initlab.grading", "grade", "03_xavier", *map(str, paths)]
+    cmd += ["--out", str(tmp_path / "g.csv"), "--jobs", "1", "--timeout", "60"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "INITLAB_ROOT": str(built)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    killed, until = None, time.monotonic() + 60
+    while killed is None and time.monotonic() < until:
+        for child in psutil.Process(proc.pid).children():
+            if "spawn_main" in " ".join(child.cmdline()):  # a worker, not the tracker
+                child.kill()
+                killed = child.pid
+                break
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=600)
+    assert killed is not None
+    with open(tmp_path / "g.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3, err[-2000:]
+    stopped = [r for r in rows if "worker stopped" in r["error"]]
+    assert len(stopped) == 1 and stopped[0]["status"] == "not graded", rows
+    assert [r["status"] for r in rows if r not in stopped] == ["ok", "ok"], rows
+    assert proc.returncode == 1  # one submission not graded
