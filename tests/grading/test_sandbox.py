@@ -262,11 +262,18 @@ def test_kill_leaves_nothing(sandboxed: bool) -> None:
 
 
 def test_no_cgroup_means_rlimits_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a writable cgroup: rlimits, with RLIMIT_NPROC bounding threads; as root, which
+    RLIMIT_NPROC does not bind, no sandbox at all (fails closed)."""
     monkeypatch.setattr(B, "_hierarchies", lambda: [])
-    box = start("print('ok')")
+    monkeypatch.setattr(B.os, "geteuid", lambda: 1000)  # an ordinary user
+    box = start("import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])")
     out, _ = box.proc.communicate(timeout=60)
-    assert box.kill() >= 0 and out == b"ok\n" and box.cgroups == []
+    assert box.kill() >= 0 and box.cgroups == []
     assert box.limits.startswith("rlimits only (no writable cgroup): AS "), box.limits
+    assert "NPROC" in box.limits and int(out) >= B.PIDS_MAX, (out, box.limits)
+    monkeypatch.setattr(B.os, "geteuid", lambda: 0)
+    with pytest.raises(B.SandboxUnavailable, match="threads would be unbounded"):
+        start("print('never')")
 
 
 def test_fails_closed_without_libseccomp(monkeypatch: pytest.MonkeyPatch) -> None:

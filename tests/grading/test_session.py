@@ -141,3 +141,45 @@ def test_a_worker_that_dies_costs_only_its_submission(sandbox: None, built, tmp_
     assert len(stopped) == 1 and stopped[0]["status"] == "not graded", rows
     assert [r["status"] for r in rows if r not in stopped] == ["ok", "ok"], rows
     assert proc.returncode == 1  # one submission not graded
+
+
+def test_a_learners_oserror_is_their_exception_not_a_crash(sandbox: None) -> None:
+    """FileNotFoundError, EOFError, ConnectionError... raised by the learner's function are
+    theirs: the test sees them, the sandbox lives on (was: 'ended the sandbox process')."""
+    s = _session(["def f(x):\n    if x:\n        raise FileNotFoundError('no ' + str(x))\n"
+                  "    return 0"])  # fmt: skip
+    try:
+        with pytest.raises(FileNotFoundError, match="f raised FileNotFoundError: no 1"):
+            s.call("f", (1,), {})
+        assert s.call("f", (0,), {}) == 0 and s.starts == 1 and s.hung == {}
+    finally:
+        s.kill()
+
+
+def _test_file(name: str, cases: list[tuple[bool, object]]):
+    """A stand-in for an otter test file: (hidden, test function) per case, 1 point each."""
+    from types import SimpleNamespace as NS
+
+    return NS(name=name, test_cases=[
+        NS(name=f"{name}_{i}", hidden=h, points=1, body=NS(test_func=fn))
+        for i, (h, fn) in enumerate(cases)
+    ])  # fmt: skip
+
+
+def test_what_a_function_does_on_hidden_inputs_stays_out_of_the_errors(sandbox: None) -> None:
+    """A function that hangs only on a hidden test's input: the hidden test fails (counted),
+    and no error text tells the learner it hung there."""
+    s = _session(["def f(x):\n    while x == 2:\n        pass\n    return x"])
+
+    def public(f):
+        assert f(1) == 1
+
+    def hidden(f):
+        assert f(2) == 2
+
+    try:
+        g = score([_test_file("q1", [(False, public), (True, hidden)])], s, Grade("x", False))
+    finally:
+        s.kill()
+    assert g.scores == {"q1": 1.0} and g.feedback["q1"]["failed_hidden"] == 1
+    assert s.hung and not any("did not return" in e for e in g.errors), g.errors

@@ -393,7 +393,8 @@ def launch(driver: list[str], notebook: bytes, notebook_name: str, *, sandboxed:
             env = {**os.environ, **_env(), "HOME": cwd, "TMPDIR": cwd}
             cmd, env["MPLCONFIGDIR"] = driver, cwd + "/.matplotlib"
         cgroups, bounds = _make_cgroups()
-        config = {"rlimits": RLIMITS, "procs": [str(d / "cgroup.procs") for d in cgroups]}
+        rlimits = {**RLIMITS, **_thread_limit(cgroups, sandboxed)}
+        config = {"rlimits": rlimits, "procs": [str(d / "cgroup.procs") for d in cgroups]}
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps({**config, "argv": cmd})],
             stdin=subprocess.PIPE,
@@ -415,11 +416,36 @@ def launch(driver: list[str], notebook: bytes, notebook_name: str, *, sandboxed:
             f.close()
     limits = f"{bounds} AS {MEMORY_BYTES >> 20} MiB, FSIZE {TMP_BYTES >> 20} MiB, "
     limits += f"NOFILE {NOFILE}, CORE 0"
+    if "RLIMIT_NPROC" in rlimits:
+        limits += f", NPROC {rlimits['RLIMIT_NPROC']} (this user's tasks + {PIDS_MAX})"
     if sandboxed:
         limits += f"; /tmp {TMP_BYTES >> 20} MiB, /dev/shm {SHM_BYTES >> 20} MiB; seccomp"
     box = Sandbox(proc, cgroups, limits)
     box.workdir = workdir
     return box
+
+
+def _thread_limit(cgroups: list[Path], sandboxed: bool) -> dict[str, int]:
+    """Threads bounded without a pids cgroup: ``RLIMIT_NPROC`` at this user's tasks now plus
+    :data:`PIDS_MAX` (the kernel counts threads per real user); root, which that limit does
+    not bind, gets no sandbox (fail closed: a thread bomb would exhaust the host's pids)."""
+    if not sandboxed or any((d / "pids.max").exists() for d in cgroups):
+        return {}
+    if os.geteuid() == 0:
+        raise SandboxUnavailable(
+            "no writable pids cgroup, and grade runs as root, whom RLIMIT_NPROC does not bind: "
+            "a submission's threads would be unbounded. Run grade as an ordinary user, or "
+            "where cgroups are writable (a delegated cgroup v2 subtree), or use --no-sandbox "
+            "for trusted notebooks only"
+        )
+    import psutil
+
+    uid = os.getuid()
+    tasks = 0
+    for proc in psutil.process_iter(["uids", "num_threads"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            tasks += proc.info["num_threads"] if proc.info["uids"].real == uid else 0
+    return {"RLIMIT_NPROC": tasks + PIDS_MAX}
 
 
 def sandbox_self_test() -> str | None:

@@ -282,8 +282,8 @@ def score(files: list[Any], session: Any, g: Grade) -> Grade:
         return g
     with warnings.catch_warnings():  # a warning is not a failure, in any process
         warnings.simplefilter("ignore")
-        _run_tests(files, env, g, session)
-    g.errors.extend(msg for _, msg in sorted(session.hung.items()))
+        visible = _run_tests(files, env, g, session)
+    g.errors.extend(msg for _, msg in sorted(visible.items()))
     g.graded, g.status = True, "ok"
     return g
 
@@ -299,14 +299,18 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run_tests(files: list[Any], env: dict[str, Any], g: Grade, session: Any) -> None:
+def _run_tests(files: list[Any], env: dict[str, Any], g: Grade, session: Any) -> dict[str, str]:
     """Every public test of every question, then every hidden one (so nothing the sandbox saw
     of a hidden test's inputs can reach a public test's message). Each test starts from
     generators seeded by its name, and each of its calls into the sandbox from a seed of its
-    name and the call's number: the same answers always get the same score."""
+    name and the call's number: the same answers always get the same score. Returns the
+    functions that hung or crashed before the hidden tests began (what the learner may see)."""
+    visible: dict[str, str] = {}
     for hidden in (False, True):
         if hidden:
-            g.hidden_from = time.monotonic()
+            # Functions that hung or crashed so far; later ones did so on hidden inputs,
+            # which only the count of failed hidden tests may reflect.
+            g.hidden_from, visible = time.monotonic(), dict(session.hung)
         for tf in files:
             fb = g.feedback.setdefault(tf.name, {"failed_public": [], "failed_hidden": 0})
             for tc in tf.test_cases:
@@ -330,6 +334,7 @@ def _run_tests(files: list[Any], env: dict[str, Any], g: Grade, session: Any) ->
                         msg = _message(exc)
                         fb["failed_public"].append({"test": tc.name, "message": msg})
                     del exc
+    return visible
 
 
 # --- output -------------------------------------------------------------------------------------

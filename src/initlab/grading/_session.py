@@ -344,6 +344,8 @@ class Session:
                     else:
                         raise W.ProtocolError("an undeclared reply to a call")
                 raise W.ProtocolError(f"more than {MAX_CALLBACKS} callbacks in one call")
+        except LearnerError:  # the learner's own exception (an OSError subclass too)
+            raise
         except _Expired:
             self.hung[name] = f"{name} did not return within {self.call_timeout:g} s"
             raise LearnerError(self.hung[name]) from None
