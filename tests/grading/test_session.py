@@ -183,3 +183,20 @@ def test_what_a_function_does_on_hidden_inputs_stays_out_of_the_errors(sandbox: 
         s.kill()
     assert g.scores == {"q1": 1.0} and g.feedback["q1"]["failed_hidden"] == 1
     assert s.hung and not any("did not return" in e for e in g.errors), g.errors
+
+
+def test_a_notebook_of_millions_of_json_objects_is_refused_before_parsing() -> None:
+    """The second red team's 16.5 MB of ``{}`` cost nbformat 24 s and 2.85 GB; a real
+    notebook has a few thousand objects. Refused in milliseconds, graded 'not a notebook'."""
+    from initlab.grading._grade import MAX_JSON_CONTAINERS, notebook_cells
+
+    raw = b'{"cells": [], "metadata": {"x": [' + b"{}," * (MAX_JSON_CONTAINERS + 1) + b"{}]}}"
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="JSON objects and lists"):
+        notebook_cells(raw)
+    assert time.monotonic() - start < 1
+    nb = solved(student_notebook("05_initialization_at_scale"),
+                masters()["05_initialization_at_scale"])  # fmt: skip
+    import nbformat
+
+    assert notebook_cells(nbformat.writes(nb).encode())  # a real one passes

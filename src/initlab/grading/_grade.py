@@ -41,6 +41,7 @@ from ._paths import STUDENT_NOTEBOOK, autograder_zip, masters, repo_root
 MESSAGE_LIMIT = 300
 MAX_NOTEBOOK_BYTES = 16 << 20
 MAX_CELLS = 2000
+MAX_JSON_CONTAINERS = 200_000  # a notebook of 2000 cells has about 20 000 (parsing 5M took 24 s)
 MAX_ERRORS = 30  # errors kept per submission
 ERROR_CELL = 4000  # characters of the CSV's error cell
 WORKER_MARGIN_S = 30.0  # past --timeout, before the parent kills a grading worker
@@ -172,6 +173,8 @@ def notebook_cells(raw: bytes) -> list[str]:
     """The code cells of a notebook's bytes; ``ValueError`` if it is not one."""
     import nbformat
 
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_CONTAINERS:  # before any parsing
+        raise ValueError(f"a notebook of more than {MAX_JSON_CONTAINERS} JSON objects and lists")
     try:
         nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
         cells = [c.source for c in nb.cells if c.cell_type == "code"]
